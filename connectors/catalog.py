@@ -1,0 +1,179 @@
+"""The catalog: malls, stores, sensors and campaigns (configuration, not a stream of facts).
+
+Written as YAML by people, loaded into Redis by ``storepulse catalog load``, and read by
+every engine process, which re-checks Redis every few seconds. This module is the typed
+model and the YAML codec; ``state.catalog`` stores it in Redis.
+
+>>> cat = Catalog.from_yaml('''
+... malls: [{mall_id: M1, name: Joy City, tz: Asia/Shanghai, lat: 31.2, lon: 121.4}]
+... stores:
+...   - {store_id: S1, merchant_id: X, mall_id: M1, name: Beans, category: coffee,
+...      tz: Asia/Shanghai, lat: 31.2, lon: 121.4, hours: "10:00-22:00"}
+... sensors:
+...   - {sensor_id: AP-1, mall_id: M1, store_id: S1, zone: S1-floor, lat: 31.2, lon: 121.4}
+... ''')
+>>> cat.sensor("AP-1").visit_rssi, cat.site_of_store("S1"), cat.sensor("AP-404")
+(-70, 'M1', None)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+import yaml
+
+from storepulse.errors import CatalogError
+
+
+class Mall(msgspec.Struct, kw_only=True, frozen=True):
+    mall_id: str
+    name: str
+    tz: str
+    lat: float
+    lon: float
+
+
+class Store(msgspec.Struct, kw_only=True, frozen=True):
+    """A shop. ``mall_id`` is None for a street store, which is then its own site.
+    ``hours``: local opening hours, ``HH:MM-HH:MM``, the same every day."""
+
+    store_id: str
+    merchant_id: str
+    name: str
+    category: str
+    tz: str
+    lat: float
+    lon: float
+    mall_id: str | None = None
+    hours: str = "10:00-22:00"
+
+
+class Sensor(msgspec.Struct, kw_only=True, frozen=True):
+    """A WiFi sensor. ``store_id`` None means a mall common area (corridor, atrium).
+
+    A device heard at ``visit_rssi`` dBm or stronger is inside the sensor's store; one
+    inside for ``min_dwell_s`` is a visitor. ``visit_timeout_s`` without a strong sighting
+    ends a visit.
+    """
+
+    sensor_id: str
+    mall_id: str | None
+    zone: str
+    lat: float
+    lon: float
+    store_id: str | None = None
+    visit_rssi: int = -70
+    min_dwell_s: int = 120
+    visit_timeout_s: int = 300
+
+
+class Campaign(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=False):
+    campaign_id: str
+    name: str
+    store_id: str | None = None
+    mall_id: str | None = None
+    trigger: str = "enter"
+
+
+class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
+    malls: list[Mall] = []
+    stores: list[Store] = []
+    sensors: list[Sensor] = []
+    campaigns: list[Campaign] = []
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Catalog:
+        try:
+            data = yaml.safe_load(text) or {}
+            catalog = msgspec.convert(data, type=cls)
+        except (yaml.YAMLError, msgspec.ValidationError) as exc:
+            raise CatalogError(f"catalog YAML is invalid: {exc}") from exc
+        catalog.validate()
+        return catalog
+
+    def to_json(self) -> bytes:
+        return msgspec.json.encode(self)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Catalog:
+        return msgspec.json.decode(data, type=cls)
+
+    @cached_property
+    def version(self) -> str:
+        """Content hash: two equal catalogs have the same version."""
+        return hashlib.sha256(self.to_json()).hexdigest()[:16]
+
+    def validate(self) -> None:
+        """Raise CatalogError naming the first broken reference or bad time zone."""
+        for kind, ids in (
+            ("mall", [m.mall_id for m in self.malls]),
+            ("store", [s.store_id for s in self.stores]),
+            ("sensor", [s.sensor_id for s in self.sensors]),
+        ):
+            if len(ids) != len(set(ids)):
+                dup = sorted({i for i in ids if ids.count(i) > 1})
+                raise CatalogError(f"duplicate {kind} ids: {', '.join(dup)}")
+        for tz in {m.tz for m in self.malls} | {s.tz for s in self.stores}:
+            try:
+                ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise CatalogError(f"unknown IANA time zone {tz!r}") from exc
+        for store in self.stores:
+            if store.mall_id is not None and store.mall_id not in self._malls:
+                raise CatalogError(f"store {store.store_id}: unknown mall {store.mall_id!r}")
+        for sensor in self.sensors:
+            if sensor.store_id is not None and sensor.store_id not in self._stores:
+                raise CatalogError(f"sensor {sensor.sensor_id}: unknown store {sensor.store_id!r}")
+            if sensor.mall_id is not None and sensor.mall_id not in self._malls:
+                raise CatalogError(f"sensor {sensor.sensor_id}: unknown mall {sensor.mall_id!r}")
+            if sensor.store_id is None and sensor.mall_id is None:
+                raise CatalogError(f"sensor {sensor.sensor_id}: needs a store_id or a mall_id")
+
+    @cached_property
+    def _malls(self) -> dict[str, Mall]:
+        return {m.mall_id: m for m in self.malls}
+
+    @cached_property
+    def _stores(self) -> dict[str, Store]:
+        return {s.store_id: s for s in self.stores}
+
+    @cached_property
+    def _sensors(self) -> dict[str, Sensor]:
+        return {s.sensor_id: s for s in self.sensors}
+
+    def mall(self, mall_id: str) -> Mall | None:
+        return self._malls.get(mall_id)
+
+    def store(self, store_id: str) -> Store | None:
+        return self._stores.get(store_id)
+
+    def sensor(self, sensor_id: str) -> Sensor | None:
+        return self._sensors.get(sensor_id)
+
+    def site_of_store(self, store_id: str) -> str | None:
+        """The site (state key) a store's events go to: its mall, or itself if on a street."""
+        store = self._stores.get(store_id)
+        if store is None:
+            return None
+        return store.mall_id or store.store_id
+
+    def site_of_sensor(self, sensor: Sensor) -> str:
+        if sensor.store_id is not None:
+            site = self.site_of_store(sensor.store_id)
+            assert site is not None  # validate() checked the reference
+            return site
+        assert sensor.mall_id is not None
+        return sensor.mall_id
+
+    def stores_of_site(self, site: str) -> list[Store]:
+        return [s for s in self.stores if (s.mall_id or s.store_id) == site]
+
+    def tz_of_site(self, site: str) -> str:
+        mall = self._malls.get(site)
+        if mall is not None:
+            return mall.tz
+        store = self._stores.get(site)
+        return store.tz if store is not None else "UTC"

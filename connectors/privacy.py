@@ -1,0 +1,86 @@
+"""Keyed hashing of MAC addresses, and redaction of personal data in raw bytes.
+
+A MAC address is personal data: the first step replaces it with a 64-bit HMAC-SHA256
+keyed by a secret from the environment, and nothing after that step sees it. A MAC with
+the locally administered bit set (0x02 of the first octet) is randomised by the phone;
+its hash also covers the UTC day, so it can never be linked across days.
+
+>>> h = DeviceHasher(b"k")
+>>> h.device("A4:5E:60:1B:22:9C", 0) == h.device("a4-5e-60-1b-22-9c", 86_400_000 * 5)
+True
+>>> is_randomized("a6:5e:60:1b:22:9c"), is_randomized("a4:5e:60:1b:22:9c")
+(True, False)
+>>> h.device("a6:5e:60:1b:22:9c", 0) == h.device("a6:5e:60:1b:22:9c", 86_400_000)
+False
+>>> redact(b'{"mac": "a4:5e:60:1b:22:9c", "phone": "13812345678"}', h)
+b'{"mac": "mac#2376c9442d73a11a", "phone": "phone#redacted"}'
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+
+_MAC = re.compile(r"^[0-9a-fA-F]{2}([:-]?)[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}$")
+_MAC_IN_TEXT = re.compile(rb"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}(?![0-9A-Fa-f])")
+_BARE_MAC_IN_TEXT = re.compile(rb"(?<![0-9A-Fa-f])[0-9A-Fa-f]{12}(?![0-9A-Fa-f])")
+_PHONE_IN_TEXT = re.compile(rb"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d{9}(?!\d)")
+DAY_MS = 86_400_000
+
+
+def normalize_mac(mac: str) -> str | None:
+    """Lower-case, colon-separated form, or None if ``mac`` is not a MAC address.
+
+    >>> normalize_mac("A4-5E-60-1B-22-9C"), normalize_mac("a45e601b229c"), normalize_mac("nope")
+    ('a4:5e:60:1b:22:9c', 'a4:5e:60:1b:22:9c', None)
+    """
+    if not _MAC.match(mac):
+        return None
+    digits = mac.replace(":", "").replace("-", "").lower()
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def is_randomized(mac: str) -> bool:
+    """True if the locally administered bit is set (the phone made this MAC up)."""
+    return bool(int(mac[:2], 16) & 0x02)
+
+
+class DeviceHasher:
+    """Turns MAC addresses into stable, keyed 64-bit device ids."""
+
+    def __init__(self, key: bytes) -> None:
+        if not key:
+            raise ValueError("the MAC hash key must not be empty")
+        self._key = key
+
+    def device(self, mac: str, ts_ms: int) -> int:
+        """64-bit device id of a MAC (any common notation) heard at ``ts_ms``.
+
+        Raises ValueError if ``mac`` is not a MAC address.
+        """
+        norm = normalize_mac(mac)
+        if norm is None:
+            raise ValueError(f"not a MAC address: {len(mac)} characters")
+        return self.device_normalized(norm, ts_ms)
+
+    def device_normalized(self, mac: str, ts_ms: int) -> int:
+        """As ``device`` for a MAC already in lower-case colon form (the hot path)."""
+        msg = mac.encode()
+        if int(mac[:2], 16) & 0x02:
+            msg += b"@%d" % (ts_ms // DAY_MS)
+        return int.from_bytes(hmac.digest(self._key, msg, "sha256")[:8], "big")
+
+    def token(self, mac: str) -> str:
+        """A printable stand-in for a MAC in redacted text."""
+        norm = normalize_mac(mac) or mac.lower()
+        return "mac#%016x" % int.from_bytes(hmac.digest(self._key, norm.encode(), "sha256")[:8], "big")
+
+
+def redact(raw: bytes, hasher: DeviceHasher) -> bytes:
+    """Replace every MAC address and mainland-China mobile number in ``raw``.
+
+    Used on every raw value that leaves the first step (dead-letter records, logs).
+    """
+    out = _MAC_IN_TEXT.sub(lambda m: hasher.token(m.group().decode()).encode(), raw)
+    out = _BARE_MAC_IN_TEXT.sub(lambda m: hasher.token(m.group().decode()).encode(), out)
+    return _PHONE_IN_TEXT.sub(b"phone#redacted", out)

@@ -1,0 +1,73 @@
+"""Records that move between the engine's steps (not topic contracts).
+
+Every source, Kafka or in-process simulator, emits ``RawBatch``: the messages one read
+of one partition returned, as bytes with their offsets. One item per read keeps the
+per-item cost of bytewax off the hot path. ``idle=True`` with no messages says the
+partition has had nothing new for a while, so it stops holding event time back.
+
+After decoding, sightings and sales travel to their mall as ``SiteBatch``: the accepted
+records of one partition read for one site (a mall, or a street store), and how far that
+partition has got in event time (``progress_ts``), which drives the site's event clock.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class RawMessage(msgspec.Struct, array_like=True, gc=False):
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class RawBatch(msgspec.Struct, kw_only=True):
+    topic: str
+    partition: int
+    messages: list[RawMessage]
+    idle: bool = False
+
+    @property
+    def source(self) -> str:
+        """``topic/partition``: the key event-time progress is tracked under."""
+        return f"{self.topic}/{self.partition}"
+
+
+class Sighting(msgspec.Struct, array_like=True, gc=False):
+    """A probe request after the first step: the MAC is gone, a keyed hash stands in.
+
+    ``device`` is a 64-bit HMAC of the MAC (of MAC and UTC day when ``randomized``, so a
+    randomised MAC is never linked across days). ``fingerprint`` hashes the frame's
+    information-element ids and vendor OUIs (0 when the sensor does not report them).
+    """
+
+    ts: int
+    sensor_id: str
+    store_id: str | None
+    zone: str
+    device: int
+    randomized: bool
+    rssi: int
+    seq: int | None
+    fingerprint: int
+    offset: int
+
+
+class Sale(msgspec.Struct, array_like=True, gc=False):
+    """A sale or refund after validation and de-duplication input."""
+
+    ts: int
+    txn_id: str
+    store_id: str
+    amount: int
+    refund: bool
+    member_id: str | None
+    offset: int
+
+
+class SiteBatch(msgspec.Struct, kw_only=True):
+    source: str
+    progress_ts: int | None
+    sightings: list[Sighting] = []
+    sales: list[Sale] = []
+    idle: bool = False

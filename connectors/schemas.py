@@ -1,0 +1,198 @@
+"""The topic contracts: typed schemas of every input and output value (JSON, UTF-8).
+
+Times are epoch milliseconds UTC (``ts``); money is an integer in minor units (fen)
+plus a currency code. Decoding with these types rejects missing and mistyped fields;
+range checks (negative amounts, far-off timestamps) live in ``connectors.decode``.
+
+>>> import msgspec
+>>> msgspec.json.decode(b'{"sensor_id": "AP-1", "ts": 1, "mac": "a4:5e:60:1b:22:9c", "rssi": -67}',
+...                     type=ProbeReport).mac
+'a4:5e:60:1b:22:9c'
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Payment = Literal["wechat", "alipay", "bestpay", "andpay", "unionpay", "card", "cash"]
+
+
+# ---- inputs ---------------------------------------------------------------------------
+
+
+class Item(msgspec.Struct, forbid_unknown_fields=False):
+    sku: str
+    category: str
+    qty: int
+    unit_price: int
+
+
+class Transaction(msgspec.Struct, kw_only=True):
+    """A value of ``pos.transactions`` (key ``store_id``)."""
+
+    type: Literal["sale", "refund"]
+    txn_id: str
+    ts: int
+    merchant_id: str
+    store_id: str
+    amount: int
+    currency: str
+    payment: Payment
+    member_id: str | None = None
+    coupon_code: str | None = None
+    ref_txn_id: str | None = None
+    items: list[Item] = []
+
+
+class Observation(msgspec.Struct, kw_only=True):
+    """One probe request heard by a sensor. ``seq``/``ie``/``vendor_ie``/``ch`` are optional
+    sniffer extras: used inside the engine to tell randomised phones apart, never emitted."""
+
+    mac: str
+    rssi: int
+    ts: int
+    seq: int | None = None
+    ie: list[int] | None = None
+    vendor_ie: list[int] | None = None
+    ch: int | None = None
+
+
+class ProbeReport(msgspec.Struct, kw_only=True):
+    """A value of ``wifi.probes`` (key ``sensor_id``): one sighting, or a batch of them."""
+
+    sensor_id: str
+    ts: int | None = None
+    mac: str | None = None
+    rssi: int | None = None
+    seq: int | None = None
+    ie: list[int] | None = None
+    vendor_ie: list[int] | None = None
+    ch: int | None = None
+    observations: list[Observation] | None = None
+
+
+class Signup(msgspec.Struct, tag="signup", kw_only=True):
+    member_id: str
+    ts: int
+    store_id: str | None = None
+
+
+class BindDevice(msgspec.Struct, tag="bind_device", kw_only=True):
+    member_id: str
+    ts: int
+    mac: str
+
+
+class UnbindDevice(msgspec.Struct, tag="unbind_device", kw_only=True):
+    member_id: str
+    ts: int
+    mac: str
+
+
+class Consent(msgspec.Struct, tag="consent", kw_only=True):
+    member_id: str
+    ts: int
+    push: bool
+
+
+class Profile(msgspec.Struct, tag="profile", kw_only=True):
+    member_id: str
+    ts: int
+    birthday: str | None = None
+    tags: list[str] = []
+
+
+MemberEvent = Signup | BindDevice | UnbindDevice | Consent | Profile
+"""A value of ``members.events`` (key ``member_id``), tagged by ``type``."""
+
+
+# ---- outputs --------------------------------------------------------------------------
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """A value of ``deadletter`` (key: the source topic). ``raw`` is the input value,
+    cut to a bound and with MAC addresses and phone numbers replaced by keyed hashes."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    detail: str
+    raw: str
+    raw_truncated: bool = False
+
+
+class Visit(msgspec.Struct, kw_only=True, frozen=True):
+    """One completed store visit (a device inside for at least the store's minimum dwell)."""
+
+    mall_id: str
+    store_id: str
+    start_ts: int
+    end_ts: int
+    dwell_s: float
+    randomized: bool
+    returning: bool
+
+
+class FootfallMinute(msgspec.Struct, kw_only=True, frozen=True):
+    """Counts for one closed event-time minute of one zone, store or mall.
+
+    ``devices*`` are distinct devices heard (the minute, the 15 minutes and the hour that
+    end with it); ``visitors_inside`` are devices in a qualified visit during the minute;
+    ``sales`` only for stores.
+    """
+
+    scope: Literal["zone", "store", "mall"]
+    scope_id: str
+    mall_id: str
+    minute_ts: int
+    devices: int
+    devices_15m: int
+    devices_1h: int
+    visitors_inside: int = 0
+    sales: int = 0
+    sales_amount: int = 0
+
+
+class StoreHour(msgspec.Struct, kw_only=True, frozen=True):
+    """Running totals of one store for one event-time hour (absolute values, so a replay
+    rewrites the same numbers). Visits count in the hour they started.
+
+    ``passers_by``: distinct devices heard at the store's sensors (its outside traffic,
+    visitors included); ``capture_rate`` = visitors / passers_by; ``conversion`` =
+    sales / visitors. ``dwell_buckets`` counts visits by dwell: <5 min, 5-20, 20-60,
+    1-6 h, >6 h.
+    """
+
+    mall_id: str
+    store_id: str
+    hour_ts: int
+    visitors: int
+    visitors_stable: int
+    new_visitors: int
+    returning_visitors: int
+    passers_by: int
+    dwell_median_s: float | None
+    dwell_buckets: tuple[int, int, int, int, int]
+    sales: int
+    sales_amount: int
+    capture_rate: float | None
+    conversion: float | None
+
+
+DWELL_BUCKET_BOUNDS_S: tuple[int, ...] = (300, 1200, 3600, 6 * 3600)
+DWELL_BUCKET_LABELS: tuple[str, ...] = ("lt_5m", "5_20m", "20_60m", "1_6h", "gt_6h")
+
+
+def dwell_bucket(dwell_s: float) -> int:
+    """Index of the dwell bucket: under 5 min, 5-20, 20-60 min, 1-6 h, over 6 h.
+
+    >>> [dwell_bucket(s) for s in (60, 300, 1199, 3600, 30000)]
+    [0, 1, 1, 3, 4]
+    """
+    for i, bound in enumerate(DWELL_BUCKET_BOUNDS_S):
+        if dwell_s < bound:
+            return i
+    return len(DWELL_BUCKET_BOUNDS_S)
