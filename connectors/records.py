@@ -54,7 +54,7 @@ class Sighting(msgspec.Struct, array_like=True, gc=False):
 
 
 class Sale(msgspec.Struct, array_like=True, gc=False):
-    """A sale or refund after validation and de-duplication input."""
+    """A sale or refund after validation (de-duplication by txn_id happens per site)."""
 
     ts: int
     txn_id: str
@@ -66,6 +66,7 @@ class Sale(msgspec.Struct, array_like=True, gc=False):
 
 
 class SiteBatch(msgspec.Struct, kw_only=True):
+    site: str
     source: str
     progress_ts: int | None
     sightings: list[Sighting] = []

@@ -5,7 +5,7 @@ Names follow the Prometheus guide: one ``storepulse_`` prefix, base units as suf
 store, mall, zone, scope); never a member id, a device id or a MAC.
 
 >>> sorted(m for m in exported_names() if m.startswith("storepulse_input"))[:2]
-['storepulse_input_records_total', 'storepulse_input_rejected_total']
+['storepulse_input_accepted_total', 'storepulse_input_records_total']
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ from prometheus_client.metrics import MetricWrapperBase
 INPUT_RECORDS = Counter(
     "storepulse_input_records",
     "Input records read, by topic (a batched probe report counts once per observation).",
+    ["topic"],
+)
+INPUT_ACCEPTED = Counter(
+    "storepulse_input_accepted",
+    "Input records used (read = accepted + rejected + duplicate transactions).",
     ["topic"],
 )
 INPUT_REJECTED = Counter(

@@ -1,0 +1,258 @@
+"""The first step: decode, validate and pseudonymise whole batches of raw input.
+
+Reads ``RawBatch`` (one partition read of ``wifi.probes`` or ``pos.transactions``) and
+returns two streams: accepted records, tagged with the site (mall or street store) whose
+state they update, and ``DeadLetter`` records, each with one reason from ``Reason``.
+MAC addresses are replaced by keyed device ids here; nothing after this step sees one,
+and dead-letter ``raw`` bytes are redacted the same way.
+
+A record is a Kafka message, except that each observation of a batched probe report is
+a record of its own, so that ``read = accepted + dead-lettered`` holds exactly.
+
+>>> import msgspec
+>>> from connectors.records import RawBatch, RawMessage
+>>> cat = Catalog()  # an empty catalog: every sensor is unknown
+>>> dec = ProbeDecoder(DeviceHasher(b"k"), Limits(clock=lambda: 1.0))
+>>> good, bad = dec.decode(RawBatch(topic="wifi.probes", partition=0, messages=[
+...     RawMessage(7, b"AP-9", b'{"sensor_id": "AP-9", "ts": 1000, "mac": "a4:5e:60:1b:22:9c", "rssi": -60}'),
+...     RawMessage(8, None, b"{oops")]), cat)
+>>> good, [(d.offset, d.reason) for d in bad]
+([], [(7, 'unknown_sensor'), (8, 'bad_json')])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import msgspec
+
+from connectors.catalog import Catalog
+from connectors.privacy import DeviceHasher, normalize_mac, redact
+from connectors.records import RawBatch, Sale, Sighting
+from connectors.schemas import DeadLetter, Observation, ProbeReport, Transaction
+
+
+class Reason(StrEnum):
+    """Why an input record was dead-lettered: a small fixed set, used as a metric label."""
+
+    BAD_JSON = "bad_json"  # not UTF-8 JSON
+    BAD_SCHEMA = "bad_schema"  # a field missing or of the wrong type
+    BAD_VALUE = "bad_value"  # well-typed but impossible: negative amount, bad MAC, RSSI > 0
+    UNKNOWN_SENSOR = "unknown_sensor"
+    UNKNOWN_STORE = "unknown_store"
+    TS_FUTURE = "ts_future"  # newer than the wall clock plus the allowed skew
+    TS_PAST = "ts_past"  # older than the maximum event age
+    OVERSIZED = "oversized"
+    LATE = "late"  # behind the site's event clock by more than the allowed lateness
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds every input record must satisfy; ``clock`` gives wall time in seconds."""
+
+    max_message_bytes: int = 1 << 20
+    deadletter_raw_bytes: int = 4096
+    max_event_age_ms: int = 7 * 86_400_000
+    max_clock_skew_ms: int = 300_000
+    clock: Callable[[], float] = field(default=time.time)
+
+    def check_ts(self, ts: int, now_ms: int) -> Reason | None:
+        if ts > now_ms + self.max_clock_skew_ms:
+            return Reason.TS_FUTURE
+        if ts < now_ms - self.max_event_age_ms:
+            return Reason.TS_PAST
+        return None
+
+
+class Rejection(Exception):
+    """Raised inside decoding to dead-letter one record."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class _Decoder:
+    def __init__(self, hasher: DeviceHasher, limits: Limits) -> None:
+        self.hasher = hasher
+        self.limits = limits
+
+    def dead_letter(
+        self, batch: RawBatch, offset: int, raw: bytes | None, reason: Reason, detail: str
+    ) -> DeadLetter:
+        data = raw or b""
+        cut = self.limits.deadletter_raw_bytes
+        clean = redact(data[:cut], self.hasher)
+        return DeadLetter(
+            topic=batch.topic,
+            partition=batch.partition,
+            offset=offset,
+            reason=reason.value,
+            detail=detail,
+            raw=clean.decode("utf-8", "replace"),
+            raw_truncated=len(data) > cut,
+        )
+
+    def _oversized(self, value: bytes | None) -> bool:
+        return value is not None and len(value) > self.limits.max_message_bytes
+
+
+def _schema_error(exc: msgspec.DecodeError) -> Rejection:
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        return Rejection(Reason.BAD_SCHEMA, text)
+    return Rejection(Reason.BAD_JSON, text)
+
+
+_IE_MULT = 0x100000001B3
+
+
+def fingerprint(ie: list[int] | None, vendor_ie: list[int] | None) -> int:
+    """A 63-bit hash of a frame's information-element ids and vendor OUIs (0 if absent).
+
+    Phones of one model share it, and it survives MAC randomisation.
+
+    >>> fingerprint([0, 1, 50], [6130]) == fingerprint([0, 1, 50], [6130]), fingerprint(None, None)
+    (True, 0)
+    """
+    if not ie and not vendor_ie:
+        return 0
+    h = 0xCBF29CE484222325
+    for v in (*(ie or ()), -1, *(vendor_ie or ())):
+        h = ((h ^ (v & 0xFFFFFFFF)) * _IE_MULT) & 0x7FFFFFFFFFFFFFFF
+    return h or 1
+
+
+class ProbeDecoder(_Decoder):
+    """``wifi.probes`` -> (site, Sighting) and dead letters."""
+
+    _json = msgspec.json.Decoder(ProbeReport)
+
+    def decode(
+        self, batch: RawBatch, catalog: Catalog
+    ) -> tuple[list[tuple[str, Sighting]], list[DeadLetter]]:
+        good: list[tuple[str, Sighting]] = []
+        bad: list[DeadLetter] = []
+        now_ms = int(self.limits.clock() * 1000)
+        for msg in batch.messages:
+            try:
+                if self._oversized(msg.value):
+                    raise Rejection(Reason.OVERSIZED, f"{len(msg.value or b'')} bytes")
+                try:
+                    report = self._json.decode(msg.value or b"")
+                except msgspec.DecodeError as exc:
+                    raise _schema_error(exc) from None
+                sensor = catalog.sensor(report.sensor_id)
+                observations = self._observations(report)
+                if sensor is None:
+                    raise Rejection(Reason.UNKNOWN_SENSOR, f"sensor {report.sensor_id!r} is not in the catalog")
+            except Rejection as rej:
+                bad.append(self.dead_letter(batch, msg.offset, msg.value, rej.reason, rej.detail))
+                continue
+            site = catalog.site_of_sensor(sensor)
+            for obs in observations:
+                reason, detail = self._check(obs, now_ms)
+                if reason is not None:
+                    raw = msgspec.json.encode(obs) if report.observations else msg.value
+                    bad.append(self.dead_letter(batch, msg.offset, raw, reason, detail))
+                    continue
+                good.append(
+                    (
+                        site,
+                        Sighting(
+                            ts=obs.ts,
+                            sensor_id=sensor.sensor_id,
+                            store_id=sensor.store_id,
+                            zone=sensor.zone,
+                            device=self.hasher.device_normalized(obs.mac, obs.ts),
+                            randomized=bool(int(obs.mac[:2], 16) & 0x02),
+                            rssi=obs.rssi,
+                            seq=obs.seq,
+                            fingerprint=fingerprint(obs.ie, obs.vendor_ie),
+                            offset=msg.offset,
+                        ),
+                    )
+                )
+        return good, bad
+
+    @staticmethod
+    def _observations(report: ProbeReport) -> list[Observation]:
+        if report.observations is not None:
+            return report.observations
+        if report.mac is None or report.rssi is None or report.ts is None:
+            missing = [f for f in ("ts", "mac", "rssi") if getattr(report, f) is None]
+            raise Rejection(Reason.BAD_SCHEMA, f"missing {', '.join(missing)} (or observations)")
+        return [
+            Observation(
+                mac=report.mac, rssi=report.rssi, ts=report.ts, seq=report.seq,
+                ie=report.ie, vendor_ie=report.vendor_ie, ch=report.ch,
+            )
+        ]
+
+    def _check(self, obs: Observation, now_ms: int) -> tuple[Reason | None, str]:
+        mac = normalize_mac(obs.mac)
+        if mac is None:
+            return Reason.BAD_VALUE, "mac is not a MAC address"
+        obs.mac = mac
+        if not -120 <= obs.rssi <= 0:
+            return Reason.BAD_VALUE, f"rssi {obs.rssi} dBm is outside -120..0"
+        if obs.seq is not None and not 0 <= obs.seq <= 4095:
+            return Reason.BAD_VALUE, f"seq {obs.seq} is outside 0..4095"
+        ts_reason = self.limits.check_ts(obs.ts, now_ms)
+        if ts_reason is not None:
+            return ts_reason, f"ts {obs.ts} is outside the accepted event-time range"
+        return None, ""
+
+
+class TransactionDecoder(_Decoder):
+    """``pos.transactions`` -> (site, Sale) and dead letters."""
+
+    _json = msgspec.json.Decoder(Transaction)
+
+    def decode(
+        self, batch: RawBatch, catalog: Catalog
+    ) -> tuple[list[tuple[str, Sale]], list[DeadLetter]]:
+        good: list[tuple[str, Sale]] = []
+        bad: list[DeadLetter] = []
+        now_ms = int(self.limits.clock() * 1000)
+        for msg in batch.messages:
+            try:
+                if self._oversized(msg.value):
+                    raise Rejection(Reason.OVERSIZED, f"{len(msg.value or b'')} bytes")
+                try:
+                    txn = self._json.decode(msg.value or b"")
+                except msgspec.DecodeError as exc:
+                    raise _schema_error(exc) from None
+                site = self._check(txn, catalog, now_ms)
+            except Rejection as rej:
+                bad.append(self.dead_letter(batch, msg.offset, msg.value, rej.reason, rej.detail))
+                continue
+            good.append(
+                (
+                    site,
+                    Sale(
+                        ts=txn.ts, txn_id=txn.txn_id, store_id=txn.store_id, amount=txn.amount,
+                        refund=txn.type == "refund", member_id=txn.member_id, offset=msg.offset,
+                    ),
+                )
+            )
+        return good, bad
+
+    def _check(self, txn: Transaction, catalog: Catalog, now_ms: int) -> str:
+        if txn.amount < 0:
+            raise Rejection(Reason.BAD_VALUE, f"amount {txn.amount} is negative")
+        if not txn.txn_id or not txn.store_id:
+            raise Rejection(Reason.BAD_VALUE, "empty txn_id or store_id")
+        if any(item.qty <= 0 or item.unit_price < 0 for item in txn.items):
+            raise Rejection(Reason.BAD_VALUE, "an item has a non-positive qty or negative price")
+        ts_reason = self.limits.check_ts(txn.ts, now_ms)
+        if ts_reason is not None:
+            raise Rejection(ts_reason, f"ts {txn.ts} is outside the accepted event-time range")
+        site = catalog.site_of_store(txn.store_id)
+        if site is None:
+            raise Rejection(Reason.UNKNOWN_STORE, f"store {txn.store_id!r} is not in the catalog")
+        return site

@@ -1,0 +1,335 @@
+"""Footfall: per zone, store and mall, in event time, from sightings and sales of one site.
+
+Reads ``SiteBatch`` keyed by site (a mall, or a street store that is its own site).
+Writes, as event time passes each minute (watermark minus the allowed lateness):
+
+- ``FootfallMinute`` for every zone, store and mall of the site: distinct devices in the
+  minute and in the 15 minutes and the hour ending with it, visitors inside, sales;
+- ``Visit`` for each completed store visit (``flows.visits`` defines one);
+- ``StoreHour`` running totals whenever an hour of a store changed: visitors (by the hour
+  their visit started), passers-by, capture rate, conversion, dwell median and buckets,
+  new vs returning, sales;
+- ``DeadLetter`` (reason ``late``) for a record whose minute was already closed.
+
+State per site: the event clock, the open minutes, the rolling distinct counters, the
+open visit tracks, the last 36 hours of store-hours, stable devices' last visit day per
+store (30 days, for new vs returning; randomised MACs are always new) and the
+transaction ids of the last day (duplicates are dropped and counted). All of it expires.
+
+Guarantee: state is exactly-once through bytewax snapshots; outputs are absolute values
+or carry event-time keys, so the replay after a restart rewrites the same values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+from bytewax.operators import StatefulBatchLogic
+
+from connectors.catalog import Catalog
+from connectors.decode import Reason
+from connectors.records import Sale, Sighting, SiteBatch
+from connectors.schemas import DeadLetter, FootfallMinute, StoreHour, Visit, dwell_bucket
+from flows.clock import EventClock
+from flows.rolling import RollingDistinct
+from flows.visits import ClosedVisit, Rule, VisitTracker
+from storepulse import metrics
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+HOURS_KEPT_MS = 36 * HOUR_MS
+TXN_IDS_KEPT_MS = 24 * HOUR_MS
+RETURNING_DAYS = 30
+
+Output = FootfallMinute | StoreHour | Visit | DeadLetter
+Scope = tuple[str, str]  # ("zone" | "store" | "mall", id)
+
+
+@dataclass
+class Minute:
+    devices: dict[Scope, set[int]] = field(default_factory=dict)
+    inside: dict[str, set[int]] = field(default_factory=dict)  # store -> strong devices
+    sales: dict[str, list[int]] = field(default_factory=dict)  # store -> [count, amount]
+
+
+@dataclass
+class Hour:
+    passers_by: set[int] = field(default_factory=set)
+    dwells: list[float] = field(default_factory=list)
+    stable: int = 0
+    returning: int = 0
+    sales: int = 0
+    sales_amount: int = 0
+
+
+@dataclass
+class SiteFootfall:
+    """Footfall state of one site; ``process`` and ``flush`` return outputs."""
+
+    site: str
+    lateness_ms: int
+    clock: EventClock = field(default_factory=EventClock)
+    closed_until: int | None = None
+    minutes: dict[int, Minute] = field(default_factory=dict)
+    rolling: dict[Scope, RollingDistinct] = field(default_factory=dict)
+    visits: VisitTracker = field(default_factory=VisitTracker)
+    hours: dict[tuple[str, int], Hour] = field(default_factory=dict)
+    last_visit_day: dict[str, dict[int, int]] = field(default_factory=dict)
+    txn_ids: dict[str, int] = field(default_factory=dict)
+
+    def process(self, batch: SiteBatch, catalog: Catalog) -> list[Output]:
+        self.clock.observe(batch.source, batch.progress_ts, idle=batch.idle)
+        out: list[Output] = []
+        accepted = 0
+        for s in batch.sightings:
+            if self._late(s.ts):
+                out.append(_late(batch.source, s.offset, s))
+            else:
+                self._add_sighting(s, catalog)
+                accepted += 1
+        for sale in batch.sales:
+            if self._late(sale.ts):
+                out.append(_late(batch.source, sale.offset, sale))
+            elif self._add_sale(sale):
+                accepted += 1
+        if accepted:
+            metrics.INPUT_ACCEPTED.labels(batch.source.rpartition("/")[0]).inc(accepted)
+        wm = self.clock.watermark()
+        if wm is not None:
+            horizon = (wm - self.lateness_ms) // MINUTE_MS * MINUTE_MS
+            if self.closed_until is None or horizon > self.closed_until:
+                out.extend(self._close(horizon, catalog))
+            metrics.EVENT_TIME_LAG.labels(self.site).set(max(0.0, time.time() - wm / 1000))
+        return out
+
+    def flush(self, catalog: Catalog) -> list[Output]:
+        """Close every minute and visit: the input has ended."""
+        return self._close(None, catalog)
+
+    # ---- adding -------------------------------------------------------------------
+
+    def _late(self, ts: int) -> bool:
+        return self.closed_until is not None and ts < self.closed_until
+
+    def _add_sighting(self, s: Sighting, catalog: Catalog) -> None:
+        minute = self.minutes.get(s.ts // MINUTE_MS * MINUTE_MS)
+        if minute is None:
+            minute = self.minutes[s.ts // MINUTE_MS * MINUTE_MS] = Minute()
+        devices = minute.devices
+        for scope in self._scopes(s.zone, s.store_id):
+            bucket = devices.get(scope)
+            if bucket is None:
+                bucket = devices[scope] = set()
+            bucket.add(s.device)
+        if s.store_id is None:
+            return
+        self._hour(s.store_id, s.ts).passers_by.add(s.device)
+        sensor = catalog.sensor(s.sensor_id)
+        if sensor is not None and s.rssi >= sensor.visit_rssi:
+            rule = Rule(sensor.min_dwell_s, sensor.visit_timeout_s)
+            self.visits.add(s.store_id, s.device, s.ts, s.randomized, s.fingerprint, s.seq, rule)
+            minute.inside.setdefault(s.store_id, set()).add(s.device)
+
+    def _scopes(self, zone: str, store_id: str | None) -> tuple[Scope, ...]:
+        site_scope = ("mall", self.site)
+        if store_id is None:
+            return (("zone", zone), site_scope)
+        return (("zone", zone), ("store", store_id), site_scope)
+
+    def _add_sale(self, sale: Sale) -> bool:
+        """Count a sale; False if its txn_id was already counted (a replayed duplicate)."""
+        if sale.txn_id in self.txn_ids:
+            metrics.DUPLICATES.labels(sale.store_id).inc()
+            return False
+        self.txn_ids[sale.txn_id] = sale.ts
+        if sale.refund:
+            return True
+        minute = self.minutes.setdefault(sale.ts // MINUTE_MS * MINUTE_MS, Minute())
+        counts = minute.sales.setdefault(sale.store_id, [0, 0])
+        counts[0] += 1
+        counts[1] += sale.amount
+        hour = self._hour(sale.store_id, sale.ts)
+        hour.sales += 1
+        hour.sales_amount += sale.amount
+        return True
+
+    def _hour(self, store_id: str, ts: int) -> Hour:
+        key = (store_id, ts // HOUR_MS * HOUR_MS)
+        hour = self.hours.get(key)
+        if hour is None:
+            hour = self.hours[key] = Hour()
+        return hour
+
+    # ---- closing ------------------------------------------------------------------
+
+    def _close(self, horizon: int | None, catalog: Catalog) -> list[Output]:
+        out: list[Output] = []
+        dirty: set[tuple[str, int]] = set()
+        for minute_ts in sorted(m for m in self.minutes if horizon is None or m < horizon):
+            out.extend(self._close_minute(minute_ts, self.minutes.pop(minute_ts), catalog, dirty))
+        for visit in self.visits.close(horizon):
+            out.append(self._count_visit(visit, catalog, dirty))
+        out.extend(self._store_hour(key) for key in sorted(dirty))
+        if horizon is not None:
+            self.closed_until = horizon
+            self._expire(horizon)
+        return out
+
+    def _close_minute(
+        self, minute_ts: int, minute: Minute, catalog: Catalog, dirty: set[tuple[str, int]]
+    ) -> list[FootfallMinute]:
+        index = minute_ts // MINUTE_MS
+        mall = self.site if catalog.mall(self.site) else None
+        scopes = set(minute.devices) | {("store", s) for s in minute.sales}
+        out = []
+        for scope in sorted(scopes):
+            kind, scope_id = scope
+            if kind == "mall" and mall is None:
+                continue  # a street store is its own site; its store scope says it all
+            members = minute.devices.get(scope, set())
+            rolling = self.rolling.get(scope)
+            if rolling is None:
+                rolling = self.rolling[scope] = RollingDistinct(60)
+            rolling.add_minute(index, members)
+            sales = minute.sales.get(scope_id, [0, 0]) if kind == "store" else [0, 0]
+            if kind == "mall":
+                sales = [sum(c[0] for c in minute.sales.values()), sum(c[1] for c in minute.sales.values())]
+            out.append(
+                FootfallMinute(
+                    scope=kind,  # type: ignore[arg-type]
+                    scope_id=scope_id,
+                    mall_id=self.site,
+                    minute_ts=minute_ts,
+                    devices=len(members),
+                    devices_15m=rolling.distinct(index, 15),
+                    devices_1h=rolling.distinct(index, 60),
+                    visitors_inside=self._inside(scope_id, minute, minute_ts) if kind == "store" else 0,
+                    sales=sales[0],
+                    sales_amount=sales[1],
+                )
+            )
+            if kind == "store":
+                dirty.add((scope_id, minute_ts // HOUR_MS * HOUR_MS))
+        return out
+
+    def _inside(self, store_id: str, minute: Minute, minute_ts: int) -> int:
+        """Devices inside the store this minute whose visit has lasted the minimum dwell."""
+        end_s = (minute_ts + MINUTE_MS) // 1000
+        n = 0
+        for device in minute.inside.get(store_id, ()):
+            since = self.visits.inside_since(store_id, device)
+            rule = self.visits.rule_of(store_id, device)
+            if since is not None and rule is not None and end_s - since >= rule.min_dwell_s:
+                n += 1
+        return n
+
+    def _count_visit(
+        self, v: ClosedVisit, catalog: Catalog, dirty: set[tuple[str, int]]
+    ) -> Visit:
+        returning = False
+        if not v.randomized:
+            day = _local_day(v.start_ts, catalog.tz_of_site(self.site))
+            days = self.last_visit_day.setdefault(v.store_id, {})
+            previous = days.get(v.device)
+            returning = previous is not None and 0 < day - previous <= RETURNING_DAYS
+            days[v.device] = max(day, previous or day)
+        hour_ts = v.start_ts // HOUR_MS * HOUR_MS
+        hour = self._hour(v.store_id, v.start_ts)
+        hour.dwells.append(v.dwell_s)
+        hour.stable += not v.randomized
+        hour.returning += returning
+        dirty.add((v.store_id, hour_ts))
+        return Visit(
+            mall_id=self.site, store_id=v.store_id, start_ts=v.start_ts, end_ts=v.end_ts,
+            dwell_s=round(v.dwell_s, 1), randomized=v.randomized, returning=returning,
+        )
+
+    def _store_hour(self, key: tuple[str, int]) -> StoreHour:
+        store_id, hour_ts = key
+        h = self.hours[key]
+        visitors = len(h.dwells)
+        buckets = [0, 0, 0, 0, 0]
+        for d in h.dwells:
+            buckets[dwell_bucket(d)] += 1
+        passers = len(h.passers_by)
+        return StoreHour(
+            mall_id=self.site, store_id=store_id, hour_ts=hour_ts, visitors=visitors,
+            visitors_stable=h.stable, new_visitors=visitors - h.returning,
+            returning_visitors=h.returning, passers_by=passers,
+            dwell_median_s=round(statistics.median(h.dwells), 1) if h.dwells else None,
+            dwell_buckets=tuple(buckets),  # type: ignore[arg-type]
+            sales=h.sales, sales_amount=h.sales_amount,
+            capture_rate=round(visitors / passers, 4) if passers else None,
+            conversion=round(h.sales / visitors, 4) if visitors else None,
+        )
+
+    def _expire(self, horizon: int) -> None:
+        self.hours = {k: h for k, h in self.hours.items() if k[1] >= horizon - HOURS_KEPT_MS}
+        if len(self.txn_ids) > 1024:
+            self.txn_ids = {t: ts for t, ts in self.txn_ids.items() if ts >= horizon - TXN_IDS_KEPT_MS}
+        today = _local_day(horizon, "UTC")
+        for days in self.last_visit_day.values():
+            for device in [d for d, day in days.items() if today - day > RETURNING_DAYS + 1]:
+                del days[device]
+
+
+def _local_day(ts_ms: int, tz: str) -> int:
+    return dt.datetime.fromtimestamp(ts_ms / 1000, ZoneInfo(tz)).date().toordinal()
+
+
+def _late(source: str, offset: int, record: Sighting | Sale) -> DeadLetter:
+    topic, _, partition = source.rpartition("/")
+    metrics.INPUT_REJECTED.labels(topic, Reason.LATE.value).inc()
+    return DeadLetter(
+        topic=topic, partition=int(partition), offset=offset, reason=Reason.LATE.value,
+        detail="event time is behind the site's closed minutes by more than the allowed lateness",
+        raw=msgspec.json.encode(record).decode(),
+    )
+
+
+class FootfallLogic(StatefulBatchLogic[SiteBatch, Output, bytes]):
+    """bytewax glue: one ``SiteFootfall`` per site, snapshotted as pickled bytes."""
+
+    def __init__(
+        self, state: SiteFootfall | None, lateness_ms: int, catalog: Callable[[], Catalog]
+    ) -> None:
+        self.state = state
+        self.lateness_ms = lateness_ms
+        self.catalog = catalog
+
+    def on_batch(self, values: list[SiteBatch]) -> tuple[list[Output], bool]:
+        catalog = self.catalog()
+        if self.state is None:
+            self.state = SiteFootfall(values[0].site, self.lateness_ms)
+        out: list[Output] = []
+        for batch in values:
+            out.extend(self.state.process(batch, catalog))
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Output], bool]:
+        if self.state is None:
+            return [], StatefulBatchLogic.RETAIN
+        return self.state.flush(self.catalog()), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def footfall_builder(
+    lateness_ms: int, catalog: Callable[[], Catalog]
+) -> Callable[[Any], FootfallLogic]:
+    """The ``stateful_batch`` builder: a fresh site or one resumed from its snapshot."""
+
+    def build(resume: bytes | None) -> FootfallLogic:
+        state = pickle.loads(resume) if resume is not None else None
+        return FootfallLogic(state, lateness_ms, catalog)
+
+    return build

@@ -1,0 +1,184 @@
+"""Store visits built from strong sightings, in keyed state with an explicit idle timeout.
+
+A device heard at a store's sensor at or above the sensor's ``visit_rssi`` is inside
+the store at that second. Its inside-seconds form one visit while no gap exceeds the
+visit timeout; a visit ends once event time has passed its last second plus the
+timeout. Segmenting the set of seconds (rather than extending a visit as sightings
+arrive) makes the result independent of the order in which sightings are read.
+
+Dwell. A phone probes at random instants, so the first and last probes of a visit fall
+inside it; with ``n`` probe seconds over a stay ``T``, ``E[last - first] = T (n-1)/(n+1)``
+(order statistics of uniform points), so ``(last - first) (n+1)/(n-1)`` is the unbiased
+estimate used here. A visit needs ``MIN_PROBES`` inside-seconds and the estimated
+dwell must reach the store's minimum dwell.
+
+Randomised MACs rotate. When a randomised device's visit ends and, within
+``STITCH_GAP_S``, a randomised device with the same frame fingerprint appears at the
+same store with an 802.11 sequence number that continues the old one, the two are one
+phone: the old seconds move to the new device and one visit is counted.
+
+>>> t = VisitTracker()
+>>> for s in (0, 30, 60, 90, 120):   # a phone probing every 30 s for two minutes
+...     t.add("S1", device=1, ts_ms=s * 1000, randomized=False, fingerprint=0, seq=None, rule=Rule(120, 300))
+>>> [(v.start_ts, v.end_ts, v.dwell_s) for v in t.close(horizon_ms=1_000_000)]
+[(0, 120000, 180.0)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MIN_PROBES = 3
+STITCH_GAP_S = 90
+STITCH_MAX_SEQ_STEP = 256
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A store's visit definition: minimum dwell and idle timeout, in seconds."""
+
+    min_dwell_s: int
+    timeout_s: int
+
+
+@dataclass(frozen=True)
+class ClosedVisit:
+    store_id: str
+    device: int
+    start_ts: int
+    end_ts: int
+    dwell_s: float
+    randomized: bool
+
+
+@dataclass
+class Track:
+    """The open inside-seconds of one device at one store.
+
+    ``seqs`` maps a second to the (lowest, highest) sequence number heard in it.
+    """
+
+    randomized: bool
+    fingerprint: int
+    rule: Rule
+    seconds: set[int] = field(default_factory=set)
+    seqs: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, second: int, seq: int | None) -> None:
+        self.seconds.add(second)
+        if seq is not None:
+            lo, hi = self.seqs.get(second, (seq, seq))
+            self.seqs[second] = (min(lo, seq), max(hi, seq))
+
+
+def estimate_dwell_s(seconds: list[int]) -> float:
+    """Unbiased stay from sorted probe seconds (see the module docstring).
+
+    >>> estimate_dwell_s([0, 60]), estimate_dwell_s([0, 30, 60, 90]), estimate_dwell_s([5])
+    (180.0, 150.0, 0.0)
+    """
+    n = len(seconds)
+    if n < 2:
+        return 0.0
+    return (seconds[-1] - seconds[0]) * (n + 1) / (n - 1)
+
+
+def _segments(seconds: list[int], timeout_s: int) -> list[list[int]]:
+    out: list[list[int]] = []
+    for s in seconds:
+        if out and s - out[-1][-1] <= timeout_s:
+            out[-1].append(s)
+        else:
+            out.append([s])
+    return out
+
+
+class VisitTracker:
+    """Open tracks of one site, keyed by (store, device)."""
+
+    def __init__(self) -> None:
+        self.tracks: dict[tuple[str, int], Track] = {}
+
+    def add(
+        self,
+        store_id: str,
+        device: int,
+        ts_ms: int,
+        randomized: bool,
+        fingerprint: int,
+        seq: int | None,
+        rule: Rule,
+    ) -> None:
+        """Record that ``device`` was inside ``store_id`` at ``ts_ms``."""
+        key = (store_id, device)
+        track = self.tracks.get(key)
+        if track is None:
+            track = self.tracks[key] = Track(randomized, fingerprint, rule)
+        track.add(ts_ms // 1000, seq)
+
+    def inside_since(self, store_id: str, device: int) -> int | None:
+        """First open inside-second of a device at a store, or None."""
+        track = self.tracks.get((store_id, device))
+        return min(track.seconds) if track and track.seconds else None
+
+    def rule_of(self, store_id: str, device: int) -> Rule | None:
+        track = self.tracks.get((store_id, device))
+        return track.rule if track else None
+
+    def close(self, horizon_ms: int | None) -> list[ClosedVisit]:
+        """End every visit whose last second plus timeout is before ``horizon_ms``
+        (None: end them all) and return those that qualify, in a stable order."""
+        out: list[ClosedVisit] = []
+        horizon_s = None if horizon_ms is None else horizon_ms // 1000
+        for key in sorted(self.tracks, key=lambda k: min(self.tracks[k].seconds)):
+            track = self.tracks.get(key)
+            if track is None:
+                continue
+            timeout = track.rule.timeout_s
+            for seg in _segments(sorted(track.seconds), timeout):
+                if horizon_s is not None and seg[-1] + timeout >= horizon_s:
+                    break
+                track.seconds.difference_update(seg)
+                if self._stitch(key, track, seg):
+                    continue
+                visit = self._visit(key, track, seg)
+                if visit is not None:
+                    out.append(visit)
+                for s in seg:
+                    track.seqs.pop(s, None)
+            if not track.seconds:
+                del self.tracks[key]
+        return out
+
+    def _visit(self, key: tuple[str, int], track: Track, seg: list[int]) -> ClosedVisit | None:
+        dwell = estimate_dwell_s(seg)
+        if len(seg) < MIN_PROBES or dwell < track.rule.min_dwell_s:
+            return None
+        return ClosedVisit(key[0], key[1], seg[0] * 1000, seg[-1] * 1000, dwell, track.randomized)
+
+    def _stitch(self, key: tuple[str, int], track: Track, seg: list[int]) -> bool:
+        """Hand a randomised segment to the device its phone rotated to, if there is one."""
+        if not track.randomized or not track.fingerprint or seg[-1] not in track.seqs:
+            return False
+        last_seq = track.seqs[seg[-1]][1]
+        best: tuple[int, int] | None = None
+        for (store, device), other in self.tracks.items():
+            if store != key[0] or device == key[1] or not other.randomized:
+                continue
+            if other.fingerprint != track.fingerprint or not other.seconds:
+                continue
+            first = min(other.seconds)
+            if not 0 < first - seg[-1] <= STITCH_GAP_S or first not in other.seqs:
+                continue
+            if not 0 < (other.seqs[first][0] - last_seq) % 4096 <= STITCH_MAX_SEQ_STEP:
+                continue
+            if best is None or (first, device) < best:
+                best = (first, device)
+        if best is None:
+            return False
+        heir = self.tracks[(key[0], best[1])]
+        for s in seg:
+            heir.seconds.add(s)
+            if s in track.seqs:
+                heir.seqs[s] = track.seqs.pop(s)
+        return True
