@@ -25,6 +25,7 @@ True
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -79,6 +80,8 @@ class CatalogStore:
         raw_json, raw_version = self.client.mget([JSON_KEY, VERSION_KEY])
         if raw_json is None:
             return None
+        if isinstance(raw_json, str):  # a client made with decode_responses=True
+            raw_json = raw_json.encode()
         try:
             catalog = Catalog.from_json(raw_json)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -102,7 +105,9 @@ class CatalogWatcher:
     the watcher a client with a short timeout, e.g. ``connect(url, timeout_s=0.5,
     retries=0)``.
 
-    Not thread-safe: use one watcher per bytewax worker (or per thread).
+    Threads: one watcher per bytewax worker is the intended use, but sharing one across
+    the worker threads of a process is safe: a due check is taken by one thread (a
+    non-blocking lock) while the others keep getting the cached catalog.
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class CatalogWatcher:
         self._outage = False
         self._failure: StorepulseError | None = None
         self._bad_version: str | None = None
+        self._checking = threading.Lock()
 
     @property
     def version(self) -> str | None:
@@ -138,13 +144,24 @@ class CatalogWatcher:
         no catalog was ever loaded; the failure is remembered until the next check.
         """
         now = self._clock()
+        if self._catalog is None:  # nothing to serve yet: wait for a check in progress
+            with self._checking:
+                self._check_if_due(now)
+        elif now >= self._next_check and self._checking.acquire(blocking=False):
+            try:
+                self._check_if_due(now)
+            finally:
+                self._checking.release()
+        catalog = self._catalog
+        if catalog is None:
+            assert self._failure is not None
+            raise type(self._failure)(*self._failure.args)  # a fresh traceback per raise
+        return catalog
+
+    def _check_if_due(self, now: float) -> None:
         if now >= self._next_check:
             self._next_check = now + self.refresh_s
             self._check()
-        if self._catalog is None:
-            assert self._failure is not None
-            raise type(self._failure)(*self._failure.args)  # a fresh traceback per raise
-        return self._catalog
 
     def _check(self) -> None:
         version: str | None = None

@@ -1,0 +1,223 @@
+"""Footfall in Redis: the live view, the minute series and the store-hours that others read.
+
+Writes the footfall outputs of ``connectors.schemas`` (``FootfallMinute``, ``StoreHour``);
+every ``write`` is one non-transactional pipeline (one round trip to a single server, one
+per node on a Cluster). Idempotent: a replay after a restart leaves the keys as they were.
+
+Key layout (the cross-service interface). ``{scope}`` is ``zone``, ``store`` or ``mall``;
+the id is in literal braces, a Redis Cluster hash tag, so all keys of one zone/store/mall
+live in one slot. Timestamps are epoch milliseconds UTC.
+
+``sp:footfall:<scope>:{<id>}:live`` (hash, TTL 48 h from the last write)
+    The newest closed minute: every ``FootfallMinute`` field (``scope``, ``scope_id``,
+    ``mall_id``, ``minute_ts``, ``devices``, ``devices_15m``, ``devices_1h``,
+    ``visitors_inside``, ``sales``, ``sales_amount``) as decimal strings. Replaced only by
+    a minute whose ``minute_ts`` is not older than the one there (checked in a Lua
+    script), so a replay never moves it backwards.
+``sp:footfall:<scope>:{<id>}:minutes`` (sorted set, TTL 48 h from the last write)
+    score ``minute_ts``, member the record as msgspec JSON (fields in schema order,
+    deterministic). One member per minute (a rewrite of a minute replaces it). Trimmed
+    on write to the 48 h that end with its newest minute: scores <= newest - 48 h go.
+``sp:footfall:store:{<store_id>}:hour:<hour_ts>`` (hash, TTL 35 days from the last write)
+    One ``StoreHour``, absolute values: ``mall_id``, ``store_id``, ``hour_ts``,
+    ``visitors``, ``visitors_stable``, ``new_visitors``, ``returning_visitors``,
+    ``passers_by``, ``dwell_median_s``, ``sales``, ``sales_amount``, ``capture_rate``,
+    ``conversion``, and the dwell buckets as five fields named by
+    ``DWELL_BUCKET_LABELS`` (``lt_5m``, ``5_20m``, ``20_60m``, ``1_6h``, ``gt_6h``).
+    Floats are written with ``repr`` (exact round trip); None is the empty string.
+``sp:footfall:store:{<store_id>}:hours`` (sorted set, TTL 35 days from the last write)
+    score and member ``hour_ts``: the index of the hour hashes (hours need not be
+    UTC-aligned: stores keep local time). Trimmed to the 35 days that end with the
+    newest hour in the write.
+
+>>> live_key("store", "S1"), minutes_key("zone", "S1-floor")
+('sp:footfall:store:{S1}:live', 'sp:footfall:zone:{S1-floor}:minutes')
+>>> hour_key("S1", 1763870400000), hours_key("S1")
+('sp:footfall:store:{S1}:hour:1763870400000', 'sp:footfall:store:{S1}:hours')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import msgspec
+import redis
+
+from connectors.schemas import DWELL_BUCKET_LABELS, FootfallMinute, StoreHour
+from state.redis import Client
+
+MINUTES_WINDOW_MS = 48 * 3600 * 1000
+MINUTES_TTL_S = 48 * 3600
+HOURS_TTL_S = 35 * 86400
+HOURS_WINDOW_MS = HOURS_TTL_S * 1000
+
+_MINUTE_INT_FIELDS = ("minute_ts", "devices", "devices_15m", "devices_1h",
+                      "visitors_inside", "sales", "sales_amount")
+_HOUR_INT_FIELDS = ("hour_ts", "visitors", "visitors_stable", "new_visitors",
+                    "returning_visitors", "passers_by", "sales", "sales_amount")
+_HOUR_FLOAT_FIELDS = ("dwell_median_s", "capture_rate", "conversion")
+
+# KEYS[1] live hash, KEYS[2] minutes zset.
+# ARGV[1] window ms, ARGV[2] ttl s, ARGV[3] minute_ts of the live candidate, ARGV[4] n:
+# the count of live field/value arguments ARGV[5..4+n]; then (score, member) pairs.
+_MINUTES_LUA = """
+local window, ttl, live_ts, n = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local current = redis.call('HGET', KEYS[1], 'minute_ts')
+local live = 0
+if (not current) or tonumber(current) <= live_ts then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + n))
+  live = 1
+end
+for i = 5 + n, #ARGV, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[i], ARGV[i])
+  redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2]
+if newest then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', tonumber(newest) - window))
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return live
+"""
+
+
+def live_key(scope: str, scope_id: str) -> str:
+    return f"sp:footfall:{scope}:{{{scope_id}}}:live"
+
+
+def minutes_key(scope: str, scope_id: str) -> str:
+    return f"sp:footfall:{scope}:{{{scope_id}}}:minutes"
+
+
+def hour_key(store_id: str, hour_ts: int) -> str:
+    return f"sp:footfall:store:{{{store_id}}}:hour:{hour_ts}"
+
+
+def hours_key(store_id: str) -> str:
+    return f"sp:footfall:store:{{{store_id}}}:hours"
+
+
+def minute_fields(minute: FootfallMinute) -> dict[str, str]:
+    """The live-view hash of a minute.
+
+    >>> m = FootfallMinute(scope="zone", scope_id="Z1", mall_id="M1", minute_ts=60000,
+    ...                    devices=3, devices_15m=5, devices_1h=9)
+    >>> minute_fields(m)["devices_1h"], minute_fields(m)["scope"]
+    ('9', 'zone')
+    """
+    return {f: str(v) for f, v in msgspec.structs.asdict(minute).items()}
+
+
+def hour_fields(hour: StoreHour) -> dict[str, str]:
+    """The hash of a store-hour: strings, floats by ``repr``, None as ``""``."""
+    fields: dict[str, str] = {}
+    for name, value in msgspec.structs.asdict(hour).items():
+        if name == "dwell_buckets":
+            fields.update(zip(DWELL_BUCKET_LABELS, map(str, value), strict=True))
+        elif value is None:
+            fields[name] = ""
+        else:
+            fields[name] = repr(value) if isinstance(value, float) else str(value)
+    return fields
+
+
+class FootfallStore:
+    """Writes and reads the footfall keys of the module docstring."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._script = client.register_script(_MINUTES_LUA)
+
+    def write(self, items: Sequence[FootfallMinute | StoreHour]) -> None:
+        """Write a batch in one pipeline. Raises redis errors; safe to retry as a whole."""
+        if not items:
+            return
+        pipe = self._pipeline(items)
+        results = pipe.execute(raise_on_error=False)
+        if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+            self.client.script_load(_MINUTES_LUA)  # server restarted or flushed
+            results = self._pipeline(items).execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+
+    def _pipeline(self, items: Sequence[FootfallMinute | StoreHour]) -> Any:
+        minutes: dict[tuple[str, str], list[FootfallMinute]] = {}
+        hours: dict[str, list[StoreHour]] = {}
+        for item in items:
+            if isinstance(item, FootfallMinute):
+                minutes.setdefault((item.scope, item.scope_id), []).append(item)
+            elif isinstance(item, StoreHour):
+                hours.setdefault(item.store_id, []).append(item)
+            else:
+                raise TypeError(f"FootfallStore.write: unexpected {type(item).__name__}")
+        pipe: Any = self.client.pipeline(transaction=False)
+        for (scope, scope_id), records in minutes.items():
+            newest = max(reversed(records), key=lambda m: m.minute_ts)  # the last written
+            live = [x for pair in minute_fields(newest).items() for x in pair]
+            args: list[Any] = [MINUTES_WINDOW_MS, MINUTES_TTL_S, newest.minute_ts, len(live)]
+            args += live
+            for record in records:
+                args += (record.minute_ts, msgspec.json.encode(record))
+            pipe.evalsha(self._script.sha, 2, live_key(scope, scope_id),
+                         minutes_key(scope, scope_id), *args)
+        for store_id, store_hours in hours.items():
+            index = hours_key(store_id)
+            for hour in store_hours:
+                key = hour_key(store_id, hour.hour_ts)
+                pipe.hset(key, mapping=hour_fields(hour))
+                pipe.expire(key, HOURS_TTL_S)
+                pipe.zadd(index, {str(hour.hour_ts): hour.hour_ts})
+            newest_hour = max(h.hour_ts for h in store_hours)
+            pipe.zremrangebyscore(index, "-inf", newest_hour - HOURS_WINDOW_MS)
+            pipe.expire(index, HOURS_TTL_S)
+        return pipe
+
+    # ---- readers ------------------------------------------------------------------------
+
+    def live(self, scope: str, scope_id: str) -> FootfallMinute | None:
+        """The newest closed minute of a zone, store or mall, or None."""
+        raw = self.client.hgetall(live_key(scope, scope_id))
+        return _minute_from_hash(_texts(raw)) if raw else None
+
+    def minutes(self, scope: str, scope_id: str, since_ts: int) -> list[FootfallMinute]:
+        """The minutes with ``minute_ts >= since_ts`` (48 h at most), oldest first."""
+        key = minutes_key(scope, scope_id)
+        members = cast(list[bytes], self.client.zrangebyscore(key, since_ts, "+inf"))
+        return [msgspec.json.decode(m, type=FootfallMinute) for m in members]
+
+    def hours(self, store_id: str, start_ts: int, end_ts: int) -> list[StoreHour]:
+        """The store-hours with ``start_ts <= hour_ts < end_ts``, oldest first."""
+        key = hours_key(store_id)
+        index = cast(list[bytes], self.client.zrangebyscore(key, start_ts, f"({end_ts}"))
+        if not index:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for hour_ts in index:
+            pipe.hgetall(hour_key(store_id, int(hour_ts)))
+        return [_hour_from_hash(_texts(raw)) for raw in pipe.execute() if raw]
+
+
+def _texts(raw: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _minute_from_hash(fields: dict[str, str]) -> FootfallMinute:
+    return msgspec.convert(
+        {**fields, **{f: int(fields[f]) for f in _MINUTE_INT_FIELDS}}, type=FootfallMinute
+    )
+
+
+def _hour_from_hash(fields: dict[str, str]) -> StoreHour:
+    values: dict[str, Any] = {"mall_id": fields["mall_id"], "store_id": fields["store_id"]}
+    values.update({f: int(fields[f]) for f in _HOUR_INT_FIELDS})
+    values.update({f: float(fields[f]) if fields[f] else None for f in _HOUR_FLOAT_FIELDS})
+    values["dwell_buckets"] = tuple(int(fields[label]) for label in DWELL_BUCKET_LABELS)
+    return msgspec.convert(values, type=StoreHour)
+
