@@ -168,6 +168,10 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
         assert sensor.mall_id is not None
         return sensor.mall_id
 
+    def sites(self) -> set[str]:
+        """Every site: each mall, and each street store (a store outside any mall)."""
+        return {m.mall_id for m in self.malls} | {s.store_id for s in self.stores if s.mall_id is None}
+
     def stores_of_site(self, site: str) -> list[Store]:
         return [s for s in self.stores if (s.mall_id or s.store_id) == site]
 

@@ -81,9 +81,7 @@ class _Decoder:
         self.hasher = hasher
         self.limits = limits
 
-    def dead_letter(
-        self, batch: RawBatch, offset: int, raw: bytes | None, reason: Reason, detail: str
-    ) -> DeadLetter:
+    def dead_letter(self, batch: RawBatch, offset: int, raw: bytes | None, reason: Reason, detail: str) -> DeadLetter:
         data = raw or b""
         cut = self.limits.deadletter_raw_bytes
         clean = redact(data[:cut], self.hasher)
@@ -132,9 +130,7 @@ class ProbeDecoder(_Decoder):
 
     _json = msgspec.json.Decoder(ProbeReport)
 
-    def decode(
-        self, batch: RawBatch, catalog: Catalog
-    ) -> tuple[list[tuple[str, Sighting]], list[DeadLetter]]:
+    def decode(self, batch: RawBatch, catalog: Catalog) -> tuple[list[tuple[str, Sighting]], list[DeadLetter]]:
         good: list[tuple[str, Sighting]] = []
         bad: list[DeadLetter] = []
         now_ms = int(self.limits.clock() * 1000)
@@ -188,8 +184,13 @@ class ProbeDecoder(_Decoder):
             raise Rejection(Reason.BAD_SCHEMA, f"missing {', '.join(missing)} (or observations)")
         return [
             Observation(
-                mac=report.mac, rssi=report.rssi, ts=report.ts, seq=report.seq,
-                ie=report.ie, vendor_ie=report.vendor_ie, ch=report.ch,
+                mac=report.mac,
+                rssi=report.rssi,
+                ts=report.ts,
+                seq=report.seq,
+                ie=report.ie,
+                vendor_ie=report.vendor_ie,
+                ch=report.ch,
             )
         ]
 
@@ -213,9 +214,7 @@ class TransactionDecoder(_Decoder):
 
     _json = msgspec.json.Decoder(Transaction)
 
-    def decode(
-        self, batch: RawBatch, catalog: Catalog
-    ) -> tuple[list[tuple[str, Sale]], list[DeadLetter]]:
+    def decode(self, batch: RawBatch, catalog: Catalog) -> tuple[list[tuple[str, Sale]], list[DeadLetter]]:
         good: list[tuple[str, Sale]] = []
         bad: list[DeadLetter] = []
         now_ms = int(self.limits.clock() * 1000)
@@ -235,8 +234,13 @@ class TransactionDecoder(_Decoder):
                 (
                     site,
                     Sale(
-                        ts=txn.ts, txn_id=txn.txn_id, store_id=txn.store_id, amount=txn.amount,
-                        refund=txn.type == "refund", member_id=txn.member_id, offset=msg.offset,
+                        ts=txn.ts,
+                        txn_id=txn.txn_id,
+                        store_id=txn.store_id,
+                        amount=txn.amount,
+                        refund=txn.type == "refund",
+                        member_id=txn.member_id,
+                        offset=msg.offset,
                     ),
                 )
             )

@@ -73,7 +73,7 @@ class DeviceHasher:
     def token(self, mac: str) -> str:
         """A printable stand-in for a MAC in redacted text."""
         norm = normalize_mac(mac) or mac.lower()
-        return "mac#%016x" % int.from_bytes(hmac.digest(self._key, norm.encode(), "sha256")[:8], "big")
+        return f"mac#{int.from_bytes(hmac.digest(self._key, norm.encode(), 'sha256')[:8], 'big'):016x}"
 
 
 def redact(raw: bytes, hasher: DeviceHasher) -> bytes:

@@ -4,12 +4,18 @@ Each partition that feeds a site reports how far it has got (the largest event `
 it has carried). The site's watermark is the minimum over those partitions, as Flink's
 per-partition watermarks are, so reading one partition ahead of another never makes the
 other's events late. A partition that reports itself idle (nothing new for a while at
-the live edge) stops holding the watermark back until it carries data again. When a
-backlog is read, no partition is idle, so the windows are those live reading yields.
+the live edge, or nothing for this site) stops holding the watermark back until it
+carries data for the site again. When a backlog is read, no partition is idle, so the
+windows are those live reading yields.
 
->>> c = EventClock()
->>> c.observe("p/0", 10_000, idle=False); c.observe("p/1", 4_000, idle=False)
->>> c.watermark()
+A new site expects every partition of the engine's inputs: until each has reported
+once (data or idle), there is no watermark. So a partition read far ahead of one that
+has not started yet cannot close windows the other still has data for.
+
+>>> c = EventClock(expected={"p/0", "p/1"})
+>>> c.observe("p/0", 10_000, idle=False); c.watermark() is None   # p/1 not heard yet
+True
+>>> c.observe("p/1", 4_000, idle=False); c.watermark()
 4000
 >>> c.observe("p/1", 4_000, idle=True)   # p/1 has gone quiet at the live edge
 >>> c.watermark()
@@ -25,6 +31,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class EventClock:
+    expected: set[str] = field(default_factory=set)
     progress: dict[str, int] = field(default_factory=dict)
     idle: set[str] = field(default_factory=set)
 
@@ -32,6 +39,7 @@ class EventClock:
         """Record a partition's report: its progress so far, and whether it is idle."""
         if progress_ts is not None:
             self.progress[source] = max(progress_ts, self.progress.get(source, progress_ts))
+        self.expected.discard(source)
         if idle:
             self.idle.add(source)
         else:
@@ -39,6 +47,8 @@ class EventClock:
 
     def watermark(self) -> int | None:
         """The event time below which every feeding partition has been read, or None."""
+        if any(src not in self.progress and src not in self.idle for src in self.expected):
+            return None
         active = [ts for src, ts in self.progress.items() if src not in self.idle]
         if active:
             return min(active)

@@ -231,9 +231,7 @@ class SiteFootfall:
                 n += 1
         return n
 
-    def _count_visit(
-        self, v: ClosedVisit, catalog: Catalog, dirty: set[tuple[str, int]]
-    ) -> Visit:
+    def _count_visit(self, v: ClosedVisit, catalog: Catalog, dirty: set[tuple[str, int]]) -> Visit:
         returning = False
         if not v.randomized:
             day = _local_day(v.start_ts, catalog.tz_of_site(self.site))
@@ -248,8 +246,13 @@ class SiteFootfall:
         hour.returning += returning
         dirty.add((v.store_id, hour_ts))
         return Visit(
-            mall_id=self.site, store_id=v.store_id, start_ts=v.start_ts, end_ts=v.end_ts,
-            dwell_s=round(v.dwell_s, 1), randomized=v.randomized, returning=returning,
+            mall_id=self.site,
+            store_id=v.store_id,
+            start_ts=v.start_ts,
+            end_ts=v.end_ts,
+            dwell_s=round(v.dwell_s, 1),
+            randomized=v.randomized,
+            returning=returning,
         )
 
     def _store_hour(self, key: tuple[str, int]) -> StoreHour:
@@ -261,12 +264,18 @@ class SiteFootfall:
             buckets[dwell_bucket(d)] += 1
         passers = len(h.passers_by)
         return StoreHour(
-            mall_id=self.site, store_id=store_id, hour_ts=hour_ts, visitors=visitors,
-            visitors_stable=h.stable, new_visitors=visitors - h.returning,
-            returning_visitors=h.returning, passers_by=passers,
+            mall_id=self.site,
+            store_id=store_id,
+            hour_ts=hour_ts,
+            visitors=visitors,
+            visitors_stable=h.stable,
+            new_visitors=visitors - h.returning,
+            returning_visitors=h.returning,
+            passers_by=passers,
             dwell_median_s=round(statistics.median(h.dwells), 1) if h.dwells else None,
             dwell_buckets=tuple(buckets),  # type: ignore[arg-type]
-            sales=h.sales, sales_amount=h.sales_amount,
+            sales=h.sales,
+            sales_amount=h.sales_amount,
             capture_rate=round(visitors / passers, 4) if passers else None,
             conversion=round(h.sales / visitors, 4) if visitors else None,
         )
@@ -289,7 +298,10 @@ def _late(source: str, offset: int, record: Sighting | Sale) -> DeadLetter:
     topic, _, partition = source.rpartition("/")
     metrics.INPUT_REJECTED.labels(topic, Reason.LATE.value).inc()
     return DeadLetter(
-        topic=topic, partition=int(partition), offset=offset, reason=Reason.LATE.value,
+        topic=topic,
+        partition=int(partition),
+        offset=offset,
+        reason=Reason.LATE.value,
         detail="event time is behind the site's closed minutes by more than the allowed lateness",
         raw=msgspec.json.encode(record).decode(),
     )
@@ -299,16 +311,22 @@ class FootfallLogic(StatefulBatchLogic[SiteBatch, Output, bytes]):
     """bytewax glue: one ``SiteFootfall`` per site, snapshotted as pickled bytes."""
 
     def __init__(
-        self, state: SiteFootfall | None, lateness_ms: int, catalog: Callable[[], Catalog]
+        self,
+        state: SiteFootfall | None,
+        lateness_ms: int,
+        catalog: Callable[[], Catalog],
+        expected_sources: frozenset[str],
     ) -> None:
         self.state = state
         self.lateness_ms = lateness_ms
         self.catalog = catalog
+        self.expected_sources = expected_sources
 
     def on_batch(self, values: list[SiteBatch]) -> tuple[list[Output], bool]:
         catalog = self.catalog()
         if self.state is None:
-            self.state = SiteFootfall(values[0].site, self.lateness_ms)
+            clock = EventClock(expected=set(self.expected_sources))
+            self.state = SiteFootfall(values[0].site, self.lateness_ms, clock=clock)
         out: list[Output] = []
         for batch in values:
             out.extend(self.state.process(batch, catalog))
@@ -324,12 +342,13 @@ class FootfallLogic(StatefulBatchLogic[SiteBatch, Output, bytes]):
 
 
 def footfall_builder(
-    lateness_ms: int, catalog: Callable[[], Catalog]
+    lateness_ms: int, catalog: Callable[[], Catalog], expected_sources: frozenset[str]
 ) -> Callable[[Any], FootfallLogic]:
-    """The ``stateful_batch`` builder: a fresh site or one resumed from its snapshot."""
+    """The ``stateful_batch`` builder: a fresh site or one resumed from its snapshot.
+    ``expected_sources``: the ``topic/partition`` names a new site's clock waits for."""
 
     def build(resume: bytes | None) -> FootfallLogic:
         state = pickle.loads(resume) if resume is not None else None
-        return FootfallLogic(state, lateness_ms, catalog)
+        return FootfallLogic(state, lateness_ms, catalog, expected_sources)
 
     return build

@@ -49,4 +49,3 @@ class RollingDistinct:
         # Forget stale members only once they are half the map: amortised O(1) per member.
         if len(self.last_seen) > 2 * sum(self.count_at.values()) + 64:
             self.last_seen = {d: m for d, m in self.last_seen.items() if m >= lo}
-

@@ -33,9 +33,7 @@ DUPLICATES = Counter(
     "Transactions dropped because their txn_id was already counted (replays, retries).",
     ["store"],
 )
-KAFKA_PRODUCED = Counter(
-    "storepulse_kafka_produced_messages", "Messages whose delivery Kafka confirmed.", ["topic"]
-)
+KAFKA_PRODUCED = Counter("storepulse_kafka_produced_messages", "Messages whose delivery Kafka confirmed.", ["topic"])
 KAFKA_DELIVERY_FAILURES = Counter(
     "storepulse_kafka_delivery_failures",
     "Deliveries Kafka reported as failed (each is retried; see the log).",
@@ -66,9 +64,7 @@ VISITORS_INSIDE = Gauge(
     "Devices in a qualified visit during the last closed minute.",
     ["store"],
 )
-VISITS = Counter(
-    "storepulse_footfall_visits", "Completed store visits.", ["store", "mac_kind"]
-)
+VISITS = Counter("storepulse_footfall_visits", "Completed store visits.", ["store", "mac_kind"])
 VISIT_DWELL = Histogram(
     "storepulse_footfall_visit_dwell_seconds",
     "Dwell time of completed visits.",
@@ -76,9 +72,7 @@ VISIT_DWELL = Histogram(
     buckets=(300, 1200, 3600, 21600),
 )
 SALES = Counter("storepulse_sales", "Sales counted (refunds excluded).", ["store"])
-SALES_AMOUNT = Counter(
-    "storepulse_sales_amount_fen", "Sales amount in minor currency units.", ["store"]
-)
+SALES_AMOUNT = Counter("storepulse_sales_amount_fen", "Sales amount in minor currency units.", ["store"])
 CAPTURE_RATE = Gauge(
     "storepulse_footfall_capture_ratio",
     "Visitors / passers-by of the store's current event-time hour.",

