@@ -1,0 +1,75 @@
+"""A stand-in for the engine's metrics endpoint: every storepulse metric with samples.
+
+Run as ``python metrics_target.py PORT``: imports ``storepulse.metrics``, gives every
+declared metric (including ones appended later) a few labelled samples, and serves
+``/metrics`` on 127.0.0.1:PORT until terminated. The dashboard tests scrape it with a real
+Prometheus; ``storepulse demo --run-on --metrics-port PORT`` is the drop-in replacement.
+
+>>> label_sets(("scope", "id"))[-1]
+{'scope': 'mall', 'id': 'M1'}
+>>> label_sets(("topic", "reason"))[0]
+{'topic': 'wifi.probes', 'reason': 'bad_json'}
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+# Label values a small two-store mall would produce.
+VALUES: dict[str, tuple[str, ...]] = {
+    "topic": ("wifi.probes", "pos.transactions", "members.events"),
+    "reason": ("bad_json", "unknown_sensor"),
+    "store": ("S001", "S002"),
+    "mall": ("M1",),
+    "zone": ("Z1",),
+    "mac_kind": ("global", "random"),
+    "campaign": ("C1",),
+}
+# Labels whose values go together rather than as a cartesian product.
+PAIRED: dict[tuple[str, ...], tuple[tuple[str, ...], ...]] = {
+    ("scope", "id"): (("zone", "Z1"), ("store", "S001"), ("store", "S002"), ("mall", "M1")),
+}
+
+
+def label_sets(names: tuple[str, ...]) -> list[dict[str, str]]:
+    """Every label set to give samples to, for a metric with label ``names``."""
+    if names in PAIRED:
+        return [dict(zip(names, values, strict=True)) for values in PAIRED[names]]
+    choices = [VALUES.get(name, ("x",)) for name in names]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*choices)]
+
+
+def fill(metric: MetricWrapperBase, index: int) -> None:
+    """Give ``metric`` one sample per label set, with values that differ per set."""
+    names = tuple(metric._labelnames)  # no public accessor
+    for n, labels in enumerate(label_sets(names) if names else [{}]):
+        child = metric.labels(**labels) if labels else metric
+        value = 1 + index + n
+        if isinstance(metric, Counter):
+            child.inc(value * 10)
+        elif isinstance(metric, Gauge):
+            child.set(value / 10 if metric._name.endswith("_ratio") else value)
+        elif isinstance(metric, Histogram):
+            for seconds in (60, 400, 1500, 4000, 30000):
+                child.observe(seconds * value)
+        else:
+            raise TypeError(f"{metric!r}: no sample recipe for {type(metric).__name__}")
+
+
+def main(argv: list[str]) -> None:
+    from storepulse import metrics
+
+    declared = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
+    for index, metric in enumerate(declared):
+        fill(metric, index)
+    metrics.serve(int(argv[1]))
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
