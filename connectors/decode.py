@@ -84,7 +84,9 @@ class _Decoder:
     def dead_letter(self, batch: RawBatch, offset: int, raw: bytes | None, reason: Reason, detail: str) -> DeadLetter:
         data = raw or b""
         cut = self.limits.deadletter_raw_bytes
-        clean = redact(data[:cut], self.hasher)
+        # Redact before cutting, so no MAC is cut in half and left readable; redaction only
+        # lengthens text, so a partial MAC at the 2*cut edge lands beyond the final cut.
+        clean = redact(data[: 2 * cut], self.hasher)[:cut]
         return DeadLetter(
             topic=batch.topic,
             partition=batch.partition,
@@ -99,11 +101,16 @@ class _Decoder:
         return value is not None and len(value) > self.limits.max_message_bytes
 
 
-def _schema_error(exc: msgspec.DecodeError) -> Rejection:
-    text = str(exc)
+def _schema_error(exc: msgspec.DecodeError, value: bytes) -> Rejection:
+    """bad_schema if ``value`` is JSON of the wrong shape, bad_json if it is not JSON at all
+    (a typed decoder reports a shape error first even when the JSON is also broken)."""
     if isinstance(exc, msgspec.ValidationError):
-        return Rejection(Reason.BAD_SCHEMA, text)
-    return Rejection(Reason.BAD_JSON, text)
+        try:
+            msgspec.json.decode(value)
+        except msgspec.DecodeError as broken:
+            return Rejection(Reason.BAD_JSON, str(broken))
+        return Rejection(Reason.BAD_SCHEMA, str(exc))
+    return Rejection(Reason.BAD_JSON, str(exc))
 
 
 _IE_MULT = 0x100000001B3
@@ -141,7 +148,7 @@ class ProbeDecoder(_Decoder):
                 try:
                     report = self._json.decode(msg.value or b"")
                 except msgspec.DecodeError as exc:
-                    raise _schema_error(exc) from None
+                    raise _schema_error(exc, msg.value or b"") from None
                 sensor = catalog.sensor(report.sensor_id)
                 observations = self._observations(report)
                 if sensor is None:
@@ -225,7 +232,7 @@ class TransactionDecoder(_Decoder):
                 try:
                     txn = self._json.decode(msg.value or b"")
                 except msgspec.DecodeError as exc:
-                    raise _schema_error(exc) from None
+                    raise _schema_error(exc, msg.value or b"") from None
                 site = self._check(txn, catalog, now_ms)
             except Rejection as rej:
                 bad.append(self.dead_letter(batch, msg.offset, msg.value, rej.reason, rej.detail))
