@@ -94,6 +94,9 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
         catalog.validate()
         return catalog
 
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(msgspec.to_builtins(self), sort_keys=False)
+
     def to_json(self) -> bytes:
         return msgspec.json.encode(self)
 

@@ -1,0 +1,154 @@
+"""The ``storepulse`` command line: the one place that wires simulators into flows.
+
+    storepulse demo                      the whole engine on embedded defaults
+    storepulse run                       against Kafka and Redis (a bytewax cluster member)
+    storepulse simulate                  write a scenario to Kafka at a set rate
+    storepulse catalog load FILE.yaml    load malls, stores, sensors, campaigns into Redis
+    storepulse catalog export            write a scenario's catalog as YAML
+    storepulse eval footfall             engine footfall vs the simulator's truth
+    storepulse dashboards push           push the Grafana dashboards
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from storepulse.errors import StorepulseError
+from storepulse.settings import Settings, describe_variables
+
+log = logging.getLogger("storepulse")
+
+EPILOG = "Environment variables (flags win over them):\n" + describe_variables()
+
+
+def _scenario_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--scenario", default=default, help=f"bundled scenario name or YAML path (default: {default})")
+    p.add_argument("--seed", type=int, default=7, help="random seed of the simulation (default: 7)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="storepulse",
+        description="Real-time footfall and retail analytics on bytewax, Kafka and Redis.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the engine on a simulated mall day, embedded Redis, no servers needed",
+        description="Simulate a mall day, run the whole engine in-process on an embedded Redis, "
+        "serve metrics, show a live view, write JSONL files of the outputs and end with a summary.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _scenario_args(demo, "demo")
+    demo.add_argument("--speedup", type=float, default=4000.0,
+                      help="simulated seconds per wall second; 0 = as fast as possible (default: 4000)")
+    demo.add_argument("--out", type=Path, help="output directory (default: STOREPULSE_OUTPUT_DIR or storepulse-out)")
+    demo.add_argument("--metrics-port", type=int, help="Prometheus port (default: STOREPULSE_METRICS_PORT or 9464)")
+    demo.add_argument("--run-on", action="store_true",
+                      help="after the summary, keep serving metrics and Redis until Ctrl-C")
+    demo.add_argument("--quiet", action="store_true", help="no live view, only the summary")
+
+    run = sub.add_parser(
+        "run",
+        help="run the engine against Kafka and Redis",
+        description="Run the engine as one process of a bytewax cluster, reading Kafka and serving "
+        "footfall from Redis. Metrics are served on STOREPULSE_METRICS_PORT + process id.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("-w", "--workers", type=int, default=1, help="worker threads in this process (default: 1)")
+    run.add_argument("-i", "--process-id", type=int, help="this process's index in the cluster")
+    run.add_argument("-a", "--addresses", help='host:port of every process, ";"-separated, same order on all')
+    run.add_argument("--recovery-dir", type=Path, help="bytewax recovery directory (default: STOREPULSE_RECOVERY_DIR)")
+    run.add_argument("--snapshot-s", type=float, default=10.0, help="seconds between snapshots (default: 10)")
+    run.add_argument("--create-topics", type=int, metavar="PARTITIONS",
+                     help="create missing input/output topics with this many partitions first")
+
+    sim = sub.add_parser("simulate", help="write a scenario to Kafka", epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    _scenario_args(sim, "demo")
+    sim.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
+    sim.add_argument("--load-catalog", action="store_true", help="also load the scenario's catalog into Redis")
+
+    cat = sub.add_parser("catalog", help="manage the catalog in Redis")
+    cat_sub = cat.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    load = cat_sub.add_parser("load", help="load a catalog YAML file (or a scenario's catalog) into Redis")
+    load.add_argument("file", nargs="?", type=Path, help="catalog YAML file")
+    load.add_argument("--scenario", help="load this scenario's simulated catalog instead of a file")
+    load.add_argument("--seed", type=int, default=7)
+    export = cat_sub.add_parser("export", help="write a scenario's catalog as YAML")
+    _scenario_args(export, "demo")
+    export.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
+
+    ev = sub.add_parser("eval", help="compare the engine's results with the simulator's truth")
+    ev.add_argument("what", choices=["footfall"])
+    _scenario_args(ev, "eval-footfall")
+    ev.add_argument("--json", action="store_true", help="print only the JSON result")
+
+    dash = sub.add_parser("dashboards", help="Grafana dashboards")
+    dash_sub = dash.add_subparsers(dest="dashboards_command", required=True, metavar="ACTION")
+    push = dash_sub.add_parser("push", help="push every dashboard (STOREPULSE_GRAFANA_URL, STOREPULSE_GRAFANA_TOKEN)")
+    push.add_argument("--folder", default="storepulse")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _dispatch(args)
+    except StorepulseError as exc:
+        print(f"storepulse: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from storepulse.demo import run_demo
+
+        settings = Settings.from_env(output_dir=args.out, metrics_port=args.metrics_port)
+        return run_demo(settings, scenario=args.scenario, seed=args.seed, speedup=args.speedup or None,
+                        run_on=args.run_on, live=not args.quiet)
+    if args.command == "run":
+        from storepulse.run import run_engine
+
+        settings = Settings.from_env(recovery_dir=args.recovery_dir)
+        return run_engine(settings, workers=args.workers, process_id=args.process_id, addresses=args.addresses,
+                          snapshot_s=args.snapshot_s, create_topics=args.create_topics)
+    if args.command == "simulate":
+        from storepulse.run import simulate
+
+        return simulate(Settings.from_env(), args.scenario, args.seed, args.rate, load_catalog=args.load_catalog)
+    if args.command == "catalog":
+        from storepulse.run import catalog_command
+
+        return catalog_command(Settings.from_env(), args)
+    if args.command == "eval":
+        from storepulse.evaluate import evaluate_footfall
+
+        return evaluate_footfall(args.scenario, args.seed, as_json=args.json)
+    if args.command == "dashboards":
+        from dashboards.push import push_from_env
+
+        for uid in push_from_env(folder=args.folder):
+            print(f"pushed {uid}")
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
