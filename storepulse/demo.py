@@ -239,4 +239,5 @@ def _summary(
     print("passers-by: distinct devices heard at the store in each hour (visitors included), summed over hours")
     dead = ", ".join(f"{reason} {n}" for reason, n in sorted(tally.dead.items())) or "none"
     print(f"dead-lettered: {dead}")
-    print(f"outputs: {out}/*.jsonl   Redis: {url}   metrics: " + (f"http://127.0.0.1:{port}/metrics" if port else "off"))
+    served = f"http://127.0.0.1:{port}/metrics" if port else "off"
+    print(f"outputs: {out}/*.jsonl   Redis: {url}   metrics: {served}")
