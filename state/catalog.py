@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import msgspec
 import redis
+from redis.exceptions import RedisClusterException
 
 from connectors.catalog import Catalog
 from state.redis import Client
@@ -184,7 +185,7 @@ class CatalogWatcher:
                 log.error("catalog version %s in Redis is invalid; still serving %s: %s",
                           version, self._version, exc)
             return
-        except (redis.RedisError, OSError, BackendUnavailable) as exc:
+        except (redis.RedisError, RedisClusterException, OSError, BackendUnavailable) as exc:
             self._unreachable(exc)
             return
         self._recovered()

@@ -11,7 +11,7 @@ live in one slot. Timestamps are epoch milliseconds UTC.
 ``sp:footfall:<scope>:{<id>}:live`` (hash, TTL 48 h from the last write)
     The newest closed minute: every ``FootfallMinute`` field (``scope``, ``scope_id``,
     ``mall_id``, ``minute_ts``, ``devices``, ``devices_15m``, ``devices_1h``,
-    ``visitors_inside``, ``sales``, ``sales_amount``) as decimal strings. Replaced only by
+    ``visitors_inside``, ``sales``, ``sales_amount``), numbers as decimal strings. Replaced only by
     a minute whose ``minute_ts`` is not older than the one there (checked in a Lua
     script), so a replay never moves it backwards.
 ``sp:footfall:<scope>:{<id>}:minutes`` (sorted set, TTL 48 h from the last write)
@@ -38,6 +38,7 @@ live in one slot. Timestamps are epoch milliseconds UTC.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -58,18 +59,28 @@ _HOUR_INT_FIELDS = ("hour_ts", "visitors", "visitors_stable", "new_visitors",
                     "returning_visitors", "passers_by", "sales", "sales_amount")
 _HOUR_FLOAT_FIELDS = ("dwell_median_s", "capture_rate", "conversion")
 
-# KEYS[1] live hash, KEYS[2] minutes zset.
-# ARGV[1] window ms, ARGV[2] ttl s, ARGV[3] minute_ts of the live candidate, ARGV[4] n:
-# the count of live field/value arguments ARGV[5..4+n]; then (score, member) pairs.
+# KEYS[1] live hash, KEYS[2] minutes zset. ARGV[1] window ms, ARGV[2] ttl s, ARGV[3] the
+# position (1-based) of the live candidate among the (minute_ts, JSON) pairs ARGV[4..].
+# Few, large arguments: redis-py packs every argument in Python, which is the cost of a batch.
 _MINUTES_LUA = """
-local window, ttl, live_ts, n = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local window, ttl, live_at = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local live_ts = tonumber(ARGV[2 + 2 * live_at])
 local current = redis.call('HGET', KEYS[1], 'minute_ts')
 local live = 0
 if (not current) or tonumber(current) <= live_ts then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + n))
+  local fields = {}
+  for name, value in pairs(cjson.decode(ARGV[3 + 2 * live_at])) do
+    if type(value) == 'number' then
+      value = (value == math.floor(value)) and string.format('%d', value)
+              or string.format('%.17g', value)
+    end
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
   live = 1
 end
-for i = 5 + n, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[i], ARGV[i])
   redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
 end
@@ -99,17 +110,6 @@ def hours_key(store_id: str) -> str:
     return f"sp:footfall:store:{{{store_id}}}:hours"
 
 
-def minute_fields(minute: FootfallMinute) -> dict[str, str]:
-    """The live-view hash of a minute.
-
-    >>> m = FootfallMinute(scope="zone", scope_id="Z1", mall_id="M1", minute_ts=60000,
-    ...                    devices=3, devices_15m=5, devices_1h=9)
-    >>> minute_fields(m)["devices_1h"], minute_fields(m)["scope"]
-    ('9', 'zone')
-    """
-    return {f: str(v) for f, v in msgspec.structs.asdict(minute).items()}
-
-
 def hour_fields(hour: StoreHour) -> dict[str, str]:
     """The hash of a store-hour: strings, floats by ``repr``, None as ``""``."""
     fields: dict[str, str] = {}
@@ -128,7 +128,7 @@ class FootfallStore:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self._script = client.register_script(_MINUTES_LUA)
+        self._sha = hashlib.sha1(_MINUTES_LUA.encode()).hexdigest()
 
     def write(self, items: Sequence[FootfallMinute | StoreHour]) -> None:
         """Write a batch in one pipeline. Raises redis errors; safe to retry as a whole."""
@@ -155,14 +155,17 @@ class FootfallStore:
                 raise TypeError(f"FootfallStore.write: unexpected {type(item).__name__}")
         pipe: Any = self.client.pipeline(transaction=False)
         for (scope, scope_id), records in minutes.items():
-            newest = max(reversed(records), key=lambda m: m.minute_ts)  # the last written
-            live = [x for pair in minute_fields(newest).items() for x in pair]
-            args: list[Any] = [MINUTES_WINDOW_MS, MINUTES_TTL_S, newest.minute_ts, len(live)]
-            args += live
-            for record in records:
+            args: list[Any] = [MINUTES_WINDOW_MS, MINUTES_TTL_S, 0]
+            live_at, live_ts = 0, -1
+            for position, record in enumerate(records, 1):
                 args += (record.minute_ts, msgspec.json.encode(record))
-            pipe.evalsha(self._script.sha, 2, live_key(scope, scope_id),
-                         minutes_key(scope, scope_id), *args)
+                if record.minute_ts >= live_ts:  # the newest; of equals, the last written
+                    live_at, live_ts = position, record.minute_ts
+            args[2] = live_at
+            # execute_command: redis-py blocks the evalsha method (not the command) in
+            # cluster pipelines; NOSCRIPT is handled in write() for both kinds of client
+            pipe.execute_command("EVALSHA", self._sha, 2, live_key(scope, scope_id),
+                                 minutes_key(scope, scope_id), *args)
         for store_id, store_hours in hours.items():
             index = hours_key(store_id)
             for hour in store_hours:

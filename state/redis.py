@@ -48,6 +48,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from storepulse.errors import BackendUnavailable, ConfigError
@@ -131,7 +132,7 @@ def connect(url: str, *, timeout_s: float = 5.0, retries: int = 3) -> Client:
         else:
             client = redis.Redis.from_url(url, **options)
         client.ping()
-    except (redis.RedisError, OSError, ValueError) as exc:
+    except (redis.RedisError, RedisClusterException, OSError, ValueError) as exc:
         if client is not None:
             client.close()
         cause = str(exc)
