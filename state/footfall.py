@@ -94,6 +94,16 @@ return live
 """
 
 
+def _scalar(value: Any) -> Any:
+    """numpy scalars (counts computed with numpy) as the Python numbers they hold."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_scalar)
+
+
 def live_key(scope: str, scope_id: str) -> str:
     return f"sp:footfall:{scope}:{{{scope_id}}}:live"
 
@@ -119,7 +129,8 @@ def hour_fields(hour: StoreHour) -> dict[str, str]:
         elif value is None:
             fields[name] = ""
         else:
-            fields[name] = repr(value) if isinstance(value, float) else str(value)
+            # float(): a numpy float64 is a float whose repr is "np.float64(...)"
+            fields[name] = repr(float(value)) if isinstance(value, float) else str(value)
     return fields
 
 
@@ -158,9 +169,10 @@ class FootfallStore:
             args: list[Any] = [MINUTES_WINDOW_MS, MINUTES_TTL_S, 0]
             live_at, live_ts = 0, -1
             for position, record in enumerate(records, 1):
-                args += (record.minute_ts, msgspec.json.encode(record))
-                if record.minute_ts >= live_ts:  # the newest; of equals, the last written
-                    live_at, live_ts = position, record.minute_ts
+                minute_ts = int(record.minute_ts)
+                args += (minute_ts, _ENCODER.encode(record))
+                if minute_ts >= live_ts:  # the newest; of equals, the last written
+                    live_at, live_ts = position, minute_ts
             args[2] = live_at
             # execute_command: redis-py blocks the evalsha method (not the command) in
             # cluster pipelines; NOSCRIPT is handled in write() for both kinds of client
@@ -169,11 +181,12 @@ class FootfallStore:
         for store_id, store_hours in hours.items():
             index = hours_key(store_id)
             for hour in store_hours:
-                key = hour_key(store_id, hour.hour_ts)
+                hour_ts = int(hour.hour_ts)
+                key = hour_key(store_id, hour_ts)
                 pipe.hset(key, mapping=hour_fields(hour))
                 pipe.expire(key, HOURS_TTL_S)
-                pipe.zadd(index, {str(hour.hour_ts): hour.hour_ts})
-            newest_hour = max(h.hour_ts for h in store_hours)
+                pipe.zadd(index, {str(hour_ts): hour_ts})
+            newest_hour = max(int(h.hour_ts) for h in store_hours)
             pipe.zremrangebyscore(index, "-inf", newest_hour - HOURS_WINDOW_MS)
             pipe.expire(index, HOURS_TTL_S)
         return pipe

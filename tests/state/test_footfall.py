@@ -217,3 +217,21 @@ def test_a_server_without_the_script_gets_it_loaded_and_the_batch_rewritten(
     assert store.live("store", "S1") == M2
     assert store.minutes("store", "S1", 0) == [M1, M2]
     assert store.hours("S1", 0, H + HOUR) == [H0, H1]
+
+
+def test_numpy_numbers_are_written_as_the_plain_numbers_they_hold(redis_client):
+    import numpy as np
+    minute = FootfallMinute(scope="store", scope_id="S1", mall_id="M1", minute_ts=np.int64(T),
+                            devices=np.int64(12), devices_15m=30, devices_1h=80,
+                            visitors_inside=4, sales=2, sales_amount=25600)
+    hour = StoreHour(mall_id="M1", store_id="S1", hour_ts=H, visitors=np.int64(5),
+                     visitors_stable=3, new_visitors=4, returning_visitors=1, passers_by=40,
+                     dwell_median_s=np.float64(412.5), dwell_buckets=(1, 2, 1, 1, 0), sales=2,
+                     sales_amount=25600, capture_rate=np.float64(0.125), conversion=0.4)
+    FootfallStore(redis_client).write([minute, hour])
+    assert redis_client.zrange("sp:footfall:store:{S1}:minutes", 0, -1) == [M1_JSON]
+    assert redis_client.hget("sp:footfall:store:{S1}:live", "devices") == b"12"
+    stored = redis_client.hgetall("sp:footfall:store:{S1}:hour:1763866800000")
+    assert (stored[b"visitors"], stored[b"dwell_median_s"], stored[b"capture_rate"]) == (
+        b"5", b"412.5", b"0.125"
+    )
