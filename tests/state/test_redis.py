@@ -119,3 +119,15 @@ def _signal_zero_unless_zombie(pid: int) -> None:
                 raise ProcessLookupError(pid)
     except FileNotFoundError as exc:
         raise ProcessLookupError(pid) from exc
+
+
+def test_an_embedded_redis_left_open_is_stopped_when_its_process_exits(tmp_path: Path):
+    script = (
+        "import sys; from pathlib import Path; from state.redis import start_embedded; "
+        "e = start_embedded(Path(sys.argv[1])); e.client.set('sp:k', 'v'); print(e._pid)"
+    )
+    child = subprocess.run([sys.executable, "-c", script, str(tmp_path)],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert child.returncode == 0, child.stderr
+    with pytest.raises(ProcessLookupError):
+        _signal_zero_unless_zombie(int(child.stdout.strip()))
