@@ -22,6 +22,7 @@ a record of its own, so that ``read = accepted + dead-lettered`` holds exactly.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from enum import StrEnum
 import msgspec
 
 from connectors.catalog import Catalog
-from connectors.privacy import DeviceHasher, normalize_mac, redact
+from connectors.privacy import DAY_MS, DeviceHasher, normalize_mac, redact
 from connectors.records import RawBatch, Sale, Sighting
 from connectors.schemas import DeadLetter, Observation, ProbeReport, Transaction
 
@@ -114,6 +115,7 @@ def _schema_error(exc: msgspec.DecodeError, value: bytes) -> Rejection:
 
 
 _IE_MULT = 0x100000001B3
+_CANONICAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
 def fingerprint(ie: list[int] | None, vendor_ie: list[int] | None) -> int:
@@ -141,6 +143,9 @@ class ProbeDecoder(_Decoder):
         good: list[tuple[str, Sighting]] = []
         bad: list[DeadLetter] = []
         now_ms = int(self.limits.clock() * 1000)
+        # A phone is heard by several sensors and probes many times per batch: hash each
+        # (MAC, day) once per batch. The map lives for this call only.
+        devices: dict[tuple[str, int], int] = {}
         for msg in batch.messages:
             try:
                 if self._oversized(msg.value):
@@ -163,6 +168,10 @@ class ProbeDecoder(_Decoder):
                     raw = msgspec.json.encode(obs) if report.observations else msg.value
                     bad.append(self.dead_letter(batch, msg.offset, raw, reason, detail))
                     continue
+                day = obs.ts // DAY_MS
+                device = devices.get((obs.mac, day))
+                if device is None:
+                    device = devices[(obs.mac, day)] = self.hasher.device_normalized(obs.mac, obs.ts)
                 good.append(
                     (
                         site,
@@ -171,7 +180,7 @@ class ProbeDecoder(_Decoder):
                             sensor_id=sensor.sensor_id,
                             store_id=sensor.store_id,
                             zone=sensor.zone,
-                            device=self.hasher.device_normalized(obs.mac, obs.ts),
+                            device=device,
                             randomized=bool(int(obs.mac[:2], 16) & 0x02),
                             rssi=obs.rssi,
                             seq=obs.seq,
@@ -202,10 +211,11 @@ class ProbeDecoder(_Decoder):
         ]
 
     def _check(self, obs: Observation, now_ms: int) -> tuple[Reason | None, str]:
-        mac = normalize_mac(obs.mac)
-        if mac is None:
-            return Reason.BAD_VALUE, "mac is not a MAC address"
-        obs.mac = mac
+        if not _CANONICAL_MAC.fullmatch(obs.mac):
+            mac = normalize_mac(obs.mac)
+            if mac is None:
+                return Reason.BAD_VALUE, "mac is not a MAC address"
+            obs.mac = mac
         if not -120 <= obs.rssi <= 0:
             return Reason.BAD_VALUE, f"rssi {obs.rssi} dBm is outside -120..0"
         if obs.seq is not None and not 0 <= obs.seq <= 4095:

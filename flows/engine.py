@@ -114,7 +114,11 @@ def redis_catalog(settings: Settings) -> Callable[[], Catalog]:
             from state.catalog import CatalogWatcher
             from state.redis import connect
 
-            watcher = holder["watcher"] = CatalogWatcher(connect(url), settings.catalog_refresh_s)
+            # Short timeouts: the watcher is on the hot path, and while Redis is down it keeps
+            # serving the catalog it has, so a check must fail fast rather than stall a batch.
+            watcher = holder["watcher"] = CatalogWatcher(
+                lambda: connect(url, timeout_s=0.5, retries=0), settings.catalog_refresh_s
+            )
         return watcher.current()
 
     return current

@@ -26,6 +26,8 @@ phone: the old seconds move to the new device and one visit is counted.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from dataclasses import dataclass, field
 
 MIN_PROBES = 3
@@ -53,22 +55,53 @@ class ClosedVisit:
 
 @dataclass
 class Track:
-    """The open inside-seconds of one device at one store.
+    """The open inside-seconds of one device at one store, sorted.
 
-    ``seqs`` maps a second to the (lowest, highest) sequence number heard in it.
+    ``seqs`` maps a second to the (lowest, highest) sequence number heard in it. Seconds
+    before ``scanned`` are known to lie in one gap-free run from ``seconds[0]``; they are
+    all before the last horizon, so no later sighting can land among them (it would be
+    late), and the next scan for a segment end starts there: each second is scanned once.
     """
 
     randomized: bool
     fingerprint: int
     rule: Rule
-    seconds: set[int] = field(default_factory=set)
+    seconds: list[int] = field(default_factory=list)
     seqs: dict[int, tuple[int, int]] = field(default_factory=dict)
+    scanned: int = 1
 
     def add(self, second: int, seq: int | None) -> None:
-        self.seconds.add(second)
+        secs = self.seconds
+        if not secs or second > secs[-1]:
+            secs.append(second)
+        else:
+            i = bisect.bisect_left(secs, second)
+            if i == len(secs) or secs[i] != second:
+                secs.insert(i, second)
         if seq is not None:
             lo, hi = self.seqs.get(second, (seq, seq))
             self.seqs[second] = (min(lo, seq), max(hi, seq))
+
+    def first_segment_end(self, horizon_s: int | None) -> int | None:
+        """Index just past the first segment if it has ended before ``horizon_s`` (None:
+        the input has ended, so it has), else None."""
+        secs, timeout = self.seconds, self.rule.timeout_s
+        i = self.scanned
+        while i < len(secs) and secs[i] - secs[i - 1] <= timeout:
+            if horizon_s is not None and secs[i] >= horizon_s:
+                break
+            i += 1
+        self.scanned = max(1, i)
+        ended = i == len(secs) or secs[i] - secs[i - 1] > timeout
+        if ended and (horizon_s is None or secs[i - 1] + timeout < horizon_s):
+            return i
+        return None
+
+    def pop_first(self, end: int) -> list[int]:
+        segment = self.seconds[:end]
+        del self.seconds[:end]
+        self.scanned = 1
+        return segment
 
 
 def estimate_dwell_s(seconds: list[int]) -> float:
@@ -81,16 +114,6 @@ def estimate_dwell_s(seconds: list[int]) -> float:
     if n < 2:
         return 0.0
     return (seconds[-1] - seconds[0]) * (n + 1) / (n - 1)
-
-
-def _segments(seconds: list[int], timeout_s: int) -> list[list[int]]:
-    out: list[list[int]] = []
-    for s in seconds:
-        if out and s - out[-1][-1] <= timeout_s:
-            out[-1].append(s)
-        else:
-            out.append([s])
-    return out
 
 
 class VisitTracker:
@@ -119,7 +142,7 @@ class VisitTracker:
     def inside_since(self, store_id: str, device: int) -> int | None:
         """First open inside-second of a device at a store, or None."""
         track = self.tracks.get((store_id, device))
-        return min(track.seconds) if track and track.seconds else None
+        return track.seconds[0] if track and track.seconds else None
 
     def rule_of(self, store_id: str, device: int) -> Rule | None:
         track = self.tracks.get((store_id, device))
@@ -127,27 +150,38 @@ class VisitTracker:
 
     def close(self, horizon_ms: int | None) -> list[ClosedVisit]:
         """End every visit whose last second plus timeout is before ``horizon_ms``
-        (None: end them all) and return those that qualify, in a stable order."""
-        out: list[ClosedVisit] = []
+        (None: end them all) and return those that qualify.
+
+        Segments are handled in order of their last second, so a rotated phone's earlier
+        MAC is always stitched before its successor's visit is judged.
+        """
         horizon_s = None if horizon_ms is None else horizon_ms // 1000
-        for key in sorted(self.tracks, key=lambda k: min(self.tracks[k].seconds)):
-            track = self.tracks.get(key)
-            if track is None:
+        ready: list[tuple[int, tuple[str, int]]] = []
+        for key, track in self.tracks.items():
+            end = track.first_segment_end(horizon_s)
+            if end is not None:
+                ready.append((track.seconds[end - 1], key))
+        heapq.heapify(ready)
+        out: list[ClosedVisit] = []
+        while ready:
+            _, key = heapq.heappop(ready)
+            track = self.tracks[key]
+            end = track.first_segment_end(horizon_s)
+            if end is None:
                 continue
-            timeout = track.rule.timeout_s
-            for seg in _segments(sorted(track.seconds), timeout):
-                if horizon_s is not None and seg[-1] + timeout >= horizon_s:
-                    break
-                track.seconds.difference_update(seg)
-                if self._stitch(key, track, seg):
-                    continue
-                visit = self._visit(key, track, seg)
+            segment = track.pop_first(end)
+            if not self._stitch(key, track, segment):
+                visit = self._visit(key, track, segment)
                 if visit is not None:
                     out.append(visit)
-                for s in seg:
-                    track.seqs.pop(s, None)
+            for s in segment:
+                track.seqs.pop(s, None)
             if not track.seconds:
                 del self.tracks[key]
+                continue
+            end = track.first_segment_end(horizon_s)
+            if end is not None:
+                heapq.heappush(ready, (track.seconds[end - 1], key))
         return out
 
     def _visit(self, key: tuple[str, int], track: Track, seg: list[int]) -> ClosedVisit | None:
@@ -167,7 +201,7 @@ class VisitTracker:
                 continue
             if other.fingerprint != track.fingerprint or not other.seconds:
                 continue
-            first = min(other.seconds)
+            first = other.seconds[0]
             if not 0 < first - seg[-1] <= STITCH_GAP_S or first not in other.seqs:
                 continue
             if not 0 < (other.seqs[first][0] - last_seq) % 4096 <= STITCH_MAX_SEQ_STEP:
@@ -177,8 +211,9 @@ class VisitTracker:
         if best is None:
             return False
         heir = self.tracks[(key[0], best[1])]
+        heir.seconds[:0] = seg  # all before the heir's first second
+        heir.scanned = 1
         for s in seg:
-            heir.seconds.add(s)
             if s in track.seqs:
                 heir.seqs[s] = track.seqs.pop(s)
         return True
