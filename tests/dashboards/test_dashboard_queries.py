@@ -158,3 +158,16 @@ def test_prometheus_reports_bad_promql(prometheus: PrometheusServer) -> None:
     """The check above can fail: a syntax error comes back as an error, not an empty result."""
     with pytest.raises(AssertionError, match="bad_data"):
         prometheus.query("sum by (le (rate(storepulse_sales_total[1m]))")
+
+
+def test_prometheus_scraping_fixture(prometheus_scraping: Any, metrics_target: MetricsTarget) -> None:
+    """The function-scoped factory other tests use: scrapes within seconds, reports health."""
+    server = prometheus_scraping(metrics_target.address)
+    [sample] = server.wait_for(
+        'storepulse_footfall_devices{scope="mall"}', deadline_s=15.0
+    )
+    assert sample["metric"]["instance"] == metrics_target.address
+    assert sample["metric"]["job"] == "storepulse"
+    assert [(url, health) for url, health, _ in server.target_health()] == [
+        (f"http://{metrics_target.address}/metrics", "up")
+    ]
