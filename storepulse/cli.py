@@ -142,9 +142,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return evaluate_footfall(args.scenario, args.seed, as_json=args.json)
     if args.command == "dashboards":
-        from dashboards.push import push_from_env
+        from dashboards.push import push_dashboards
+        from storepulse.errors import ConfigError
 
-        for uid in push_from_env(folder=args.folder):
+        settings = Settings.from_env()
+        if not settings.grafana_url:
+            raise ConfigError("STOREPULSE_GRAFANA_URL is not set: give Grafana's base URL")
+        for uid in push_dashboards(settings.grafana_url, settings.grafana_token or "", folder=args.folder):
             print(f"pushed {uid}")
         return 0
     raise AssertionError(args.command)

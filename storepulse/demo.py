@@ -102,7 +102,7 @@ def run_demo(
     redis.client.flushdb()
     CatalogStore(redis.client).save(catalog)
     watcher = CatalogWatcher(redis.client, settings.catalog_refresh_s)
-    port = _serve_metrics(settings.metrics_port)
+    port = _serve_metrics(settings.metrics_port, settings.metrics_addr)
 
     def source(topic: str, partitions: int) -> SimulatorSource:
         chosen = [e for e in events if e.topic == topic]
@@ -160,9 +160,9 @@ def run_demo(
     return 0
 
 
-def _serve_metrics(port: int) -> int | None:
+def _serve_metrics(port: int, addr: str) -> int | None:
     try:
-        metrics.serve(port)
+        metrics.serve(port, addr)
     except OSError as exc:
         print(f"note: metrics not served, port {port} is busy ({exc}); use --metrics-port")
         return None

@@ -40,7 +40,7 @@ def run_engine(
         ensure_topics(settings.kafka_client_config(), {name: create_topics for name in names})
     flow = build_flow(settings)
     port = settings.metrics_port + (process_id or 0)
-    metrics.serve(port, addr="0.0.0.0")
+    metrics.serve(port, addr=settings.metrics_addr)
     recovery = None
     if settings.recovery_dir is not None:
         _init_recovery(settings.recovery_dir, init_db_dir)

@@ -65,6 +65,7 @@ VARIABLES: tuple[Variable, ...] = (
         secret=True,
     ),
     Variable("STOREPULSE_METRICS_PORT", "metrics_port", "Prometheus metrics port of this process (0: off)."),
+    Variable("STOREPULSE_METRICS_ADDR", "metrics_addr", "Address the metrics server binds (0.0.0.0 in containers)."),
     Variable("STOREPULSE_RECOVERY_DIR", "recovery_dir", "bytewax recovery directory (snapshots of offsets and state)."),
     Variable(
         "STOREPULSE_ALLOWED_LATENESS_S",
@@ -102,6 +103,13 @@ VARIABLES: tuple[Variable, ...] = (
         "How often the engine checks Redis for a new catalog version.",
     ),
     Variable("STOREPULSE_OUTPUT_DIR", "output_dir", "Where `demo` writes JSONL files of its outputs."),
+    Variable("STOREPULSE_GRAFANA_URL", "grafana_url", "Grafana base URL for `storepulse dashboards push`."),
+    Variable(
+        "STOREPULSE_GRAFANA_TOKEN",
+        "grafana_token",
+        "Grafana service-account token (Editor) for `dashboards push`.",
+        secret=True,
+    ),
 )
 
 
@@ -129,6 +137,7 @@ class Settings:
     redis_url: str | None = None
     mac_hash_key: bytes | None = None
     metrics_port: int = 9464
+    metrics_addr: str = "127.0.0.1"
     recovery_dir: Path | None = None
     allowed_lateness_s: float = 60.0
     max_event_age_s: float = 7 * 86400.0
@@ -138,6 +147,8 @@ class Settings:
     idle_partition_s: float = 10.0
     catalog_refresh_s: float = 2.0
     output_dir: Path = Path("storepulse-out")
+    grafana_url: str | None = None
+    grafana_token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

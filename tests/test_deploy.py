@@ -99,11 +99,16 @@ def test_every_storepulse_variable_is_a_setting() -> None:
 
 
 def test_storepulse_commands() -> None:
+    """Every service command is one the real command line accepts."""
+    from storepulse.cli import parser
+
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert "storepulse" in scripts
-    assert SERVICES["engine"]["command"][0] == "run"
-    assert SERVICES["simulator"]["command"] == ["simulate", "--scenario", "demo", "--rate", "2000"]
-    assert SERVICES["catalog-load"]["command"][:2] == ["catalog", "load"]
+    assert scripts["storepulse"] == "storepulse.cli:main"
+    parsed = {name: parser().parse_args(SERVICES[name]["command"]) for name in ("engine", "simulator", "catalog-load")}
+    assert parsed["engine"].command == "run"
+    assert (parsed["simulator"].command, parsed["simulator"].scenario) == ("simulate", "demo")
+    assert (parsed["catalog-load"].catalog_command, parsed["catalog-load"].scenario) == ("load", "demo")
+    assert parsed["simulator"].seed == parsed["catalog-load"].seed  # the same simulated mall
     assert env("engine")["STOREPULSE_RECOVERY_DIR"] in {t for _, t in mounts("engine")}
 
 
