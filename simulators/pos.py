@@ -1,0 +1,153 @@
+"""Point-of-sale: which store visits end in a sale, what is in the basket, how it is paid.
+
+Reads store visits and the people who made them; writes nothing. Every visit draws the
+same random numbers whether or not it ends in a sale, so two runs with the same seed
+that differ only in a ``sales_drop`` incident make the same baskets, and the one with the
+incident makes a subset of the other's sales. Guarantees: a sale lies inside its visit,
+amounts are positive integers in fen (CNY) equal to the sum of ``qty * unit_price``; a
+member's ``member_id`` is on sales made after they signed up; a refund refers to an
+earlier sale of the same store and day, for the same amount and payment, inside opening
+hours; a payment method in an outage is never used in its window (shoppers pay another
+way, or leave without buying).
+
+>>> pick_payment(0.0), pick_payment(0.999999)
+('wechat', 'andpay')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from connectors.schemas import Item, Transaction
+from simulators.shops import CATEGORIES, PAYMENT_MIX
+
+GLANCE_MS = 120_000
+GLANCE_FACTOR = 0.2  # a visit under two minutes rarely ends in a sale
+ABANDON_ON_OUTAGE = 0.2
+MAX_ITEMS = 5
+
+_PAY_NAMES = list(PAYMENT_MIX)
+_PAY_CUM = np.cumsum(list(PAYMENT_MIX.values()))
+
+
+def pick_payment(u: float, excluded: frozenset[str] = frozenset()) -> str:
+    """The payment method at quantile ``u`` of the payment mix, without ``excluded``."""
+    names = [p for p in _PAY_NAMES if p not in excluded]
+    weights = np.array([PAYMENT_MIX[p] for p in names])
+    cum = np.cumsum(weights / weights.sum())
+    return names[min(int(np.searchsorted(cum, u, side="right")), len(names) - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class TrueSale:
+    """A transaction as the POS made it (a refund has ``refund`` and ``ref_txn_id``)."""
+
+    txn_id: str
+    store_id: str
+    ts: int
+    amount: int
+    payment: str
+    member_id: str | None
+    refund: bool = False
+    ref_txn_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    store_id: str
+    merchant_id: str
+    category: str
+    leave_by_ms: list[int]  # per scenario day: the last moment anyone is in the store
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Incidents resolved to epoch ms: sales drops by store, outages by payment."""
+
+    sales_drop: dict[str, list[tuple[int, int, float]]]
+    outage: dict[str, list[tuple[int, int]]]
+
+    def factor(self, store_id: str, ts: int) -> float:
+        f = 1.0
+        for start, end, factor in self.sales_drop.get(store_id, ()):
+            if start <= ts < end:
+                f *= factor
+        return f
+
+    def out(self, ts: int) -> frozenset[str]:
+        return frozenset(p for p, ws in self.outage.items() if any(a <= ts < b for a, b in ws))
+
+
+def make_sales(
+    rng: np.random.Generator,
+    *,
+    stores: list[StoreInfo],
+    visit_store: np.ndarray,
+    visit_start: np.ndarray,
+    visit_end: np.ndarray,
+    visit_day: np.ndarray,
+    member_id: list[str | None],
+    member_since: np.ndarray,
+    refund_share: float,
+    windows: Windows,
+) -> list[TrueSale | tuple[TrueSale, list[Item]]]:
+    """Sales and refunds of the visits (one row per visit in every array; ``member_id``
+    and ``member_since`` are per visit too). Returns ``(TrueSale, items)`` pairs."""
+    n = len(visit_store)
+    u_buy, u_when, u_pay, u_alt, u_leave, u_refund, u_rwhen = rng.random((7, n))
+    n_items = rng.integers(1, 4, n)
+    item_keys = rng.random((n, MAX_ITEMS))
+    u_qty = rng.random((n, 3))
+    ids = rng.integers(0, 2**62, size=(n, 2))
+    out: list = []
+    for v in range(n):
+        store = stores[int(visit_store[v])]
+        cat = CATEGORIES[store.category]
+        start, end = int(visit_start[v]), int(visit_end[v])
+        dwell = end - start
+        ts = end - int(20_000 + u_when[v] * min(300_000, 0.3 * dwell))
+        ts = max(ts, start + min(5_000, dwell // 2))
+        p = cat.purchase_p * (GLANCE_FACTOR if dwell < GLANCE_MS else 1.0)
+        if not u_buy[v] < p * windows.factor(store.store_id, ts):
+            continue
+        out_now = windows.out(ts)
+        payment = pick_payment(float(u_pay[v]))
+        if payment in out_now:
+            if u_leave[v] < ABANDON_ON_OUTAGE or len(out_now) == len(_PAY_NAMES):
+                continue
+            payment = pick_payment(float(u_alt[v]), out_now)
+        menu = cat.items
+        chosen = np.argsort(item_keys[v, : len(menu)])[: min(int(n_items[v]), len(menu))]
+        items = [
+            Item(sku=menu[i][0], category=store.category, unit_price=menu[i][2],
+                 qty=1 + int(u_qty[v, j] ** 2 * cat.max_qty))
+            for j, i in enumerate(chosen.tolist())
+        ]
+        amount = sum(it.qty * it.unit_price for it in items)
+        member = member_id[v] if member_since[v] <= ts else None
+        sale = TrueSale(txn_id=f"T{int(ids[v, 0]):016x}", store_id=store.store_id, ts=ts,
+                        amount=amount, payment=payment, member_id=member)
+        out.append((sale, items))
+        if u_refund[v] < refund_share:
+            r_ts = ts + int(600_000 + u_rwhen[v] * 3 * 3600_000)
+            if r_ts < store.leave_by_ms[int(visit_day[v])] and payment not in windows.out(r_ts):
+                refund = TrueSale(txn_id=f"T{int(ids[v, 1]):016x}", store_id=store.store_id,
+                                  ts=r_ts, amount=amount, payment=payment, member_id=member,
+                                  refund=True, ref_txn_id=sale.txn_id)
+                out.append((refund, items))
+    return out
+
+
+def encode_sale(sale: TrueSale, merchant_id: str, items: list[Item]) -> bytes:
+    """The ``pos.transactions`` value of a sale or refund."""
+    return msgspec.json.encode(
+        Transaction(
+            type="refund" if sale.refund else "sale", txn_id=sale.txn_id, ts=sale.ts,
+            merchant_id=merchant_id, store_id=sale.store_id, amount=sale.amount,
+            currency="CNY", payment=sale.payment, member_id=sale.member_id,  # type: ignore[arg-type]
+            ref_txn_id=sale.ref_txn_id, items=items,
+        )
+    )

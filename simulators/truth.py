@@ -1,0 +1,99 @@
+"""Ground truth of a simulation run: true visits, true sales, injected bad records.
+
+Reads nothing but what the simulator hands it; writes nothing. ``visits`` holds every
+store entry of every person (with or without a phone); ``sales`` holds the sales and
+refunds that reached the stream (one replaced by a bad record did not); ``bad`` counts
+the bad records injected by (logical topic, reason the engine must give); ``mac_owner``
+tells whose phone used each (simulated) MAC, stable, rotated or bound. Street stores
+are their own site, so their visits carry the store id as ``mall_id`` (as the engine's
+``Visit.mall_id`` does).
+
+>>> t = Truth(visits=[TrueVisit("M", "S1", "p1", True, False, 3_600_000, 3_900_000),
+...                   TrueVisit("M", "S1", "p2", True, True, 3_700_000, 3_760_000),
+...                   TrueVisit("M", "S1", "p3", False, False, 3_700_000, 4_700_000)],
+...           sales=[], bad={})
+>>> t.visitors_by_store_hour("all", 120), t.visitors_by_store_hour("all", 30)
+({('S1', 3600000): 1}, {('S1', 3600000): 2})
+>>> t.dwell_median_s("all", 30), t.dwell_median_s("stable", {"S1": 30})
+(180.0, 300.0)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from simulators.pos import TrueSale
+
+HOUR_MS = 3_600_000
+Kind = Literal["all", "stable"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrueVisit:
+    """One store entry: ``start_ts``/``end_ts`` (epoch ms) are the door crossings in and out.
+    ``randomized``: the person's phone probed with randomised MACs."""
+
+    mall_id: str
+    store_id: str
+    person_id: str
+    has_phone: bool
+    randomized: bool
+    start_ts: int
+    end_ts: int
+
+    @property
+    def dwell_s(self) -> float:
+        return (self.end_ts - self.start_ts) / 1000.0
+
+
+@dataclass
+class Truth:
+    visits: list[TrueVisit]
+    sales: list[TrueSale]
+    bad: dict[tuple[str, str], int]
+    mac_owner: dict[str, str] = field(default_factory=dict)  # simulated MAC -> person_id
+
+    def _qualifying(self, kind: Kind, min_dwell_s: dict[str, int] | int) -> list[TrueVisit]:
+        if kind not in ("all", "stable"):
+            raise ValueError(f"kind must be 'all' or 'stable', got {kind!r}")
+        out = []
+        for v in self.visits:
+            if not v.has_phone or (kind == "stable" and v.randomized):
+                continue
+            need = min_dwell_s if isinstance(min_dwell_s, int) else min_dwell_s.get(v.store_id, 0)
+            if v.end_ts - v.start_ts >= need * 1000:
+                out.append(v)
+        return out
+
+    def visitors_by_store_hour(self, kind: Kind, min_dwell_s: dict[str, int] | int
+                               ) -> dict[tuple[str, int], int]:
+        """Visits of people with a phone (``stable``: a stable MAC) that lasted at least the
+        store's minimum dwell, by (store, UTC hour of the start as epoch ms)."""
+        counts = Counter(
+            (v.store_id, v.start_ts - v.start_ts % HOUR_MS)
+            for v in self._qualifying(kind, min_dwell_s)
+        )
+        return dict(sorted(counts.items()))
+
+    def dwell_median_s(self, kind: Kind, min_dwell_s: dict[str, int] | int) -> float:
+        """Median dwell (seconds) of the visits ``visitors_by_store_hour`` counts (NaN if
+        there are none)."""
+        dwells = [v.dwell_s for v in self._qualifying(kind, min_dwell_s)]
+        return float(np.median(dwells)) if dwells else float("nan")
+
+    def sales_by_store(self) -> dict[str, tuple[int, int]]:
+        """(count, amount in fen) of the sales of each store, refunds excluded."""
+        out: dict[str, tuple[int, int]] = {}
+        for s in self.sales:
+            if not s.refund:
+                count, amount = out.get(s.store_id, (0, 0))
+                out[s.store_id] = (count + 1, amount + s.amount)
+        return dict(sorted(out.items()))
+
+    def bad_counts(self) -> dict[tuple[str, str], int]:
+        """Injected bad records by (logical topic, reason)."""
+        return dict(sorted(self.bad.items()))
