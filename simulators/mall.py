@@ -49,7 +49,7 @@ from simulators.phones import MODELS, MacTable, probe_frames
 from simulators.pos import StoreInfo, TrueSale, Windows, encode_sale, make_sales
 from simulators.radio import Messages, SensorSetup, hear, probe_messages
 from simulators.scenario import FlashCrowd, PaymentOutage, SalesDrop, Scenario, SensorDark
-from simulators.truth import TrueVisit, Truth
+from simulators.truth import TruePerson, TrueVisit, Truth
 from storepulse.errors import ConfigError
 
 PROBES, SALES, MEMBERS = "wifi.probes", "pos.transactions", "members.events"
@@ -137,6 +137,7 @@ class MallSimulator:
         sales: list[tuple[TrueSale, bytes]] = []
         member_events: list[tuple[int, str, bytes]] = []
         visits: list[TrueVisit] = []
+        people_truth: list[TruePerson] = []
         probes = Messages([], [], [])
         batched_flags: list[bool] = []
         sightings = 0
@@ -172,6 +173,11 @@ class MallSimulator:
                 open_close_ms=hours, first_number=next_member)
             next_member += sum(1 for m in plan.member_id if m)
             member_events += plan.events
+            for p in np.unique(trips.person).tolist():
+                people_truth.append(TruePerson(
+                    person_id=people.person_id[p], site=site.site_id,
+                    has_phone=bool(people.has_phone[p]), randomized=bool(people.randomized[p]),
+                    member_id=plan.member_id[p]))
             v_person = trips.person[trips.visit_trip]
             for v in range(len(trips.visit_trip)):
                 p = int(v_person[v])
@@ -197,6 +203,7 @@ class MallSimulator:
             batched_flags += flags
         built = self._assemble(probes, batched_flags, sales, member_events, visits, sightings)
         built.truth.mac_owner = dict(zip(macs.text, macs.owner, strict=True))
+        built.truth.people = {p.person_id: p for p in people_truth}
         return built
 
     def _probes(self, si: int, site: Site, people: Population, trips: Trips, macs: MacTable,

@@ -4,7 +4,8 @@ Reads nothing but what the simulator hands it; writes nothing. ``visits`` holds 
 store entry of every person (with or without a phone); ``sales`` holds the sales and
 refunds that reached the stream (one replaced by a bad record did not); ``bad`` counts
 the bad records injected by (logical topic, reason the engine must give); ``mac_owner``
-tells whose phone used each (simulated) MAC, stable, rotated or bound. Street stores
+tells whose phone used each (simulated) MAC, stable, rotated or bound; ``people`` are
+all who made a trip, with or without a store visit. Street stores
 are their own site, so their visits carry the store id as ``mall_id`` (as the engine's
 ``Visit.mall_id`` does).
 
@@ -50,12 +51,24 @@ class TrueVisit:
         return (self.end_ts - self.start_ts) / 1000.0
 
 
+@dataclass(frozen=True, slots=True)
+class TruePerson:
+    """Someone who made at least one trip: phone or not, MAC kind, membership."""
+
+    person_id: str
+    site: str
+    has_phone: bool
+    randomized: bool
+    member_id: str | None
+
+
 @dataclass
 class Truth:
     visits: list[TrueVisit]
     sales: list[TrueSale]
     bad: dict[tuple[str, str], int]
     mac_owner: dict[str, str] = field(default_factory=dict)  # simulated MAC -> person_id
+    people: dict[str, TruePerson] = field(default_factory=dict)
 
     def _qualifying(self, kind: Kind, min_dwell_s: dict[str, int] | int) -> list[TrueVisit]:
         if kind not in ("all", "stable"):
