@@ -224,8 +224,10 @@ class ConfirmingProducer:
         """Wait until every message produced so far is confirmed; retry what can be retried.
 
         Raises ``BackendUnavailable`` naming the topics and errors of the messages still
-        undelivered after ``timeout_s`` (or given up earlier). Those are then forgotten:
-        the caller is expected to fail and replay from its last snapshot.
+        undelivered after ``timeout_s`` (or given up earlier). Given-up messages are then
+        forgotten; messages still queued in librdkafka stay queued and a later ``flush``
+        waits for them again. The caller is expected to fail and replay from its last
+        snapshot.
         """
         deadline = time.monotonic() + timeout_s
         while True:

@@ -197,7 +197,12 @@ class _KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         if self._eof:
             raise StopIteration
         msgs = self._consumer.consume(self._batch_size, 0)
-        out = [RawMessage(m.offset(), m.key(), m.value()) for m in msgs if m.error() is None]
+        # Every message without an error has an offset (only events may lack one).
+        out = [
+            RawMessage(m.offset(), m.key(), m.value())  # type: ignore[arg-type]
+            for m in msgs
+            if m.error() is None
+        ]
         if len(out) != len(msgs):
             out = self._read_with_events(msgs)
         elif out:
