@@ -111,6 +111,7 @@ def _birthday(u: np.ndarray, dates: list[date]) -> str:
         if day.month == 2 and day.day == 29:
             year = 1996
         return f"{year:04d}-{day.month:02d}-{day.day:02d}"
-    ordinal = date(2001, 1, 1).toordinal() + int((u[2] - BIRTHDAY_TODAY_SHARE) / (1 - BIRTHDAY_TODAY_SHARE) * 365)
+    rest = (u[2] - BIRTHDAY_TODAY_SHARE) / (1 - BIRTHDAY_TODAY_SHARE)
+    ordinal = date(2001, 1, 1).toordinal() + int(rest * 365)
     d = date.fromordinal(ordinal)
     return f"{year:04d}-{d.month:02d}-{d.day:02d}"

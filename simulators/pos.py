@@ -30,15 +30,18 @@ ABANDON_ON_OUTAGE = 0.2
 MAX_ITEMS = 5
 
 _PAY_NAMES = list(PAYMENT_MIX)
-_PAY_CUM = np.cumsum(list(PAYMENT_MIX.values()))
 
 
 def pick_payment(u: float, excluded: frozenset[str] = frozenset()) -> str:
     """The payment method at quantile ``u`` of the payment mix, without ``excluded``."""
     names = [p for p in _PAY_NAMES if p not in excluded]
-    weights = np.array([PAYMENT_MIX[p] for p in names])
-    cum = np.cumsum(weights / weights.sum())
-    return names[min(int(np.searchsorted(cum, u, side="right")), len(names) - 1)]
+    total = sum(PAYMENT_MIX[p] for p in names)
+    acc = 0.0
+    for p in names:
+        acc += PAYMENT_MIX[p] / total
+        if u < acc:
+            return p
+    return names[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +96,21 @@ def make_sales(
     member_since: np.ndarray,
     refund_share: float,
     windows: Windows,
-) -> list[TrueSale | tuple[TrueSale, list[Item]]]:
+) -> list[tuple[TrueSale, list[Item]]]:
     """Sales and refunds of the visits (one row per visit in every array; ``member_id``
     and ``member_since`` are per visit too). Returns ``(TrueSale, items)`` pairs."""
     n = len(visit_store)
     u_buy, u_when, u_pay, u_alt, u_leave, u_refund, u_rwhen = rng.random((7, n))
     n_items = rng.integers(1, 4, n)
-    item_keys = rng.random((n, MAX_ITEMS))
-    u_qty = rng.random((n, 3))
-    ids = rng.integers(0, 2**62, size=(n, 2))
+    item_keys = rng.random((n, MAX_ITEMS)).tolist()
+    u_qty = rng.random((n, 3)).tolist()
+    ids = rng.integers(0, 2**62, size=(n, 2)).tolist()
+    u_buy, u_when, u_pay, u_alt, u_leave, u_refund, u_rwhen = (
+        a.tolist() for a in (u_buy, u_when, u_pay, u_alt, u_leave, u_refund, u_rwhen))
+    n_items = n_items.tolist()
+    visit_store, visit_start, visit_end = (
+        a.tolist() for a in (visit_store, visit_start, visit_end))
+    visit_day, member_since = visit_day.tolist(), member_since.tolist()
     out: list = []
     for v in range(n):
         store = stores[int(visit_store[v])]
@@ -114,27 +123,28 @@ def make_sales(
         if not u_buy[v] < p * windows.factor(store.store_id, ts):
             continue
         out_now = windows.out(ts)
-        payment = pick_payment(float(u_pay[v]))
+        payment = pick_payment(u_pay[v])
         if payment in out_now:
             if u_leave[v] < ABANDON_ON_OUTAGE or len(out_now) == len(_PAY_NAMES):
                 continue
-            payment = pick_payment(float(u_alt[v]), out_now)
+            payment = pick_payment(u_alt[v], out_now)
         menu = cat.items
-        chosen = np.argsort(item_keys[v, : len(menu)])[: min(int(n_items[v]), len(menu))]
+        keys = item_keys[v]
+        chosen = sorted(range(len(menu)), key=keys.__getitem__)[: min(n_items[v], len(menu))]
         items = [
             Item(sku=menu[i][0], category=store.category, unit_price=menu[i][2],
-                 qty=1 + int(u_qty[v, j] ** 2 * cat.max_qty))
-            for j, i in enumerate(chosen.tolist())
+                 qty=1 + int(u_qty[v][j] ** 2 * cat.max_qty))
+            for j, i in enumerate(chosen)
         ]
         amount = sum(it.qty * it.unit_price for it in items)
         member = member_id[v] if member_since[v] <= ts else None
-        sale = TrueSale(txn_id=f"T{int(ids[v, 0]):016x}", store_id=store.store_id, ts=ts,
+        sale = TrueSale(txn_id=f"T{ids[v][0]:016x}", store_id=store.store_id, ts=ts,
                         amount=amount, payment=payment, member_id=member)
         out.append((sale, items))
         if u_refund[v] < refund_share:
             r_ts = ts + int(600_000 + u_rwhen[v] * 3 * 3600_000)
             if r_ts < store.leave_by_ms[int(visit_day[v])] and payment not in windows.out(r_ts):
-                refund = TrueSale(txn_id=f"T{int(ids[v, 1]):016x}", store_id=store.store_id,
+                refund = TrueSale(txn_id=f"T{ids[v][1]:016x}", store_id=store.store_id,
                                   ts=r_ts, amount=amount, payment=payment, member_id=member,
                                   refund=True, ref_txn_id=sale.txn_id)
                 out.append((refund, items))

@@ -118,11 +118,14 @@ def probe_messages(
     indexes ``mac_text``, ``model`` indexes ``fp_json``: the JSON of a phone model's
     ``ie`` and ``vendor_ie`` lists)."""
     order = np.argsort(ts, kind="stable")
-    keep = np.ones(len(order), dtype=bool)
-    for start, end in setup.dark:
-        keep &= ~((ts[order] >= start) & (ts[order] < end))
-    order = order[keep]
     tick = batch_interval_ms
+    report = setup.phase_ms + -(-(ts[order] - setup.phase_ms) // tick) * tick
+    keep = np.ones(len(order), dtype=bool)
+    for start, end in setup.dark:  # heard in the window, or due to be reported in it
+        keep &= ~((ts[order] >= start) & (ts[order] < end))
+        if setup.batched:
+            keep &= ~((report >= start) & (report < end))
+    order = order[keep]
     if setup.batched and len(order):
         # one observation per MAC per report: the strongest frame of the interval
         report = setup.phase_ms + -(-(ts[order] - setup.phase_ms) // tick) * tick

@@ -16,7 +16,7 @@ simulated clock has reached its ``ts``: clock = the earliest pending ``ts`` when
 starts + ``speedup`` x wall seconds since. A part with nothing due sleeps through
 ``next_awake`` rather than spinning, and after ``idle_s`` wall seconds with nothing due
 emits an empty ``RawBatch(idle=True)``, as the Kafka source does, so a quiet partition
-stops holding event time back. Without ``speedup`` parts emit as fast as they are read.
+stops holding event time back (``idle_s <= 0``: never). Without ``speedup`` parts emit as fast as they are read.
 
 >>> from simulators.mall import SimEvent
 >>> evs = [SimEvent("pos.transactions", k, b"{}", ts) for k, ts in [(b"S1", 5), (b"S4", 6),
@@ -174,15 +174,16 @@ class _SimPartition(StatefulSourcePartition[RawBatch, int]):
             end = bisect.bisect_right(log.ts, self._clock.now_ts(), start, end)
             if end == start:  # nothing due yet: sleep until the next message is
                 self._awake = self._clock.wall_at(log.ts[start])
-                if time.monotonic() - self._last_emit >= self._idle_s:
+                if 0 < self._idle_s <= time.monotonic() - self._last_emit:
                     self._last_emit = time.monotonic()
                     return [RawBatch(topic=self._topic, partition=self._partition,
                                      messages=[], idle=True)]
                 return []
-            self._awake = None
         messages = [RawMessage(o, log.key[o], log.value[o]) for o in range(start, end)]
         self._offset = end
         self._last_emit = time.monotonic()
+        if self._clock is not None and end < len(log.ts):
+            self._awake = self._clock.wall_at(log.ts[end])
         return [RawBatch(topic=self._topic, partition=self._partition, messages=messages)]
 
     def next_awake(self) -> datetime | None:

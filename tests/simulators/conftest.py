@@ -60,7 +60,7 @@ def base_scenario() -> Scenario:
     return _base()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_run() -> Callable[[Scenario, int], Run]:
     return _run
 
