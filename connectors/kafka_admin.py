@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from storepulse.errors import BackendUnavailable
+from storepulse.errors import BackendUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
+C = TypeVar("C")
 librdkafka_log = logging.getLogger("connectors.kafka.librdkafka")
 
 METADATA_TIMEOUT_S = 10.0
@@ -69,6 +70,26 @@ def client_config(config: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
     return merged
 
 
+def make_client(cls: Callable[[dict[str, Any]], C], config: dict[str, Any]) -> C:
+    """Build a librdkafka client; a bad setting becomes a ``ConfigError`` naming it.
+
+    >>> from confluent_kafka import Producer
+    >>> make_client(Producer, {"bootstrap.servers": "localhost:9092", "no.such.key": "1"})
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    storepulse.errors.ConfigError: invalid Kafka ... property: "no.such.key"
+    """
+    try:
+        return cls(config)
+    except (KafkaException, ValueError, TypeError) as exc:
+        err = exc.args[0] if exc.args else exc
+        text = err.str() if isinstance(err, KafkaError) else str(err)
+        raise ConfigError(
+            f"invalid Kafka client setting (check STOREPULSE_KAFKA_CONFIG): {text}"
+        ) from exc
+
+
 class ThrottledErrorLog:
     """Logs the first error of each kind at once, then at most one summary per ``every_s``.
 
@@ -97,7 +118,7 @@ class ThrottledErrorLog:
 
 def _admin(config: Mapping[str, Any]) -> tuple[AdminClient, list[KafkaError]]:
     errors: list[KafkaError] = []
-    admin = AdminClient(client_config(config, error_cb=errors.append))
+    admin = make_client(AdminClient, client_config(config, error_cb=errors.append))
     return admin, errors
 
 

@@ -34,7 +34,13 @@ from typing import Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from connectors.kafka_admin import ThrottledErrorLog, client_config, fatal_hint, is_fatal
+from connectors.kafka_admin import (
+    ThrottledErrorLog,
+    client_config,
+    fatal_hint,
+    is_fatal,
+    make_client,
+)
 from storepulse.errors import BackendUnavailable
 from storepulse.metrics import KAFKA_DELIVERY_FAILURES, KAFKA_PRODUCED
 
@@ -122,7 +128,7 @@ class ConfirmingProducer:
         self._produced: dict[str, Any] = {}
         self._failures: dict[str, Any] = {}
         self._error_log = ThrottledErrorLog(f"producer to {self._servers}")
-        self._producer = Producer(merged)
+        self._producer = make_client(Producer, merged)
 
     @property
     def pending(self) -> int:
@@ -216,7 +222,7 @@ class ConfirmingProducer:
         old = self._producer
         old.purge()
         old.flush(5)
-        self._producer = Producer(self._config)
+        self._producer = make_client(Producer, self._config)
         self._rebuild = False
         log.warning("Kafka producer to %s replaced after %s", self._servers, self._describe_last())
 

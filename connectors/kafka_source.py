@@ -49,6 +49,7 @@ from connectors.kafka_admin import (
     fatal_hint,
     is_fatal,
     list_partitions,
+    make_client,
 )
 from connectors.records import RawBatch, RawMessage
 from storepulse.errors import BackendUnavailable
@@ -177,7 +178,7 @@ class _KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         merged = client_config(config, **CONSUMER_DEFAULTS)
         merged.update(_CONSUMER_FIXED)
         merged["error_cb"] = self._on_error
-        self._consumer = Consumer(merged)
+        self._consumer = make_client(Consumer, merged)
         self._consumer.assign([TopicPartition(topic, partition, start)])
 
     def _on_error(self, err: KafkaError) -> None:
