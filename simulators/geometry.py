@@ -86,8 +86,8 @@ def _mall(scenario: Scenario, m: int) -> Site:
     length = south * SHOP_WIDTH_M
     rects, doors = [], []
     for i in range(n):
-        col, north = (i // 2, i % 2 == 1)
-        x0 = col * SHOP_WIDTH_M
+        column, north = (i // 2, i % 2 == 1)
+        x0 = column * SHOP_WIDTH_M
         y0 = SHOP_DEPTH_M + CORRIDOR_M if north else 0.0
         rects.append((x0, y0, x0 + SHOP_WIDTH_M, y0 + SHOP_DEPTH_M))
         doors.append((x0 + SHOP_WIDTH_M / 2, y0 if north else SHOP_DEPTH_M))
@@ -183,13 +183,13 @@ def build_catalog(scenario: Scenario, sites: list[Site]) -> Catalog:
                 )
             )
         for s, sensor_id in enumerate(site.sensor_ids):
-            store_id = site.sensor_store[s]
+            inside = site.sensor_store[s]
             lat, lon = site.latlon(*site.sensor_xy[s])
-            zone = f"{store_id}-floor" if store_id else f"{site.mall_id}-corridor"
+            zone = f"{inside}-floor" if inside else f"{site.mall_id}-corridor"
             sensors.append(
                 Sensor(
                     sensor_id=sensor_id, mall_id=site.mall_id, zone=zone, lat=lat, lon=lon,
-                    store_id=store_id, visit_rssi=-70, min_dwell_s=120, visit_timeout_s=300,
+                    store_id=inside, visit_rssi=-70, min_dwell_s=120, visit_timeout_s=300,
                 )
             )
         campaigns += _campaigns(site)

@@ -186,14 +186,14 @@ def plan_trips(rng: np.random.Generator, scenario: Scenario, site: Site,
             b.kf_first.append(len(b.kf))
             b.visits.extend((trip, s, a, z) for s, a, z in visits)
             b.rows.append((p, day, kf[0][0], kf[-1][0]))
-    kf = np.array(b.kf, dtype=np.float64).reshape(-1, 4)
+    keys = np.array(b.kf, dtype=np.float64).reshape(-1, 4)
     rows = np.array(b.rows, dtype=np.float64).reshape(-1, 4)
     vis = np.array(b.visits, dtype=np.float64).reshape(-1, 4)
     return Trips(
         person=rows[:, 0].astype(np.int64), day=rows[:, 1].astype(np.int64),
         arrive=rows[:, 2].astype(np.int64), depart=rows[:, 3].astype(np.int64),
-        kf_first=np.array(b.kf_first, dtype=np.int64), kf_t=kf[:, 0], kf_x=kf[:, 1],
-        kf_y=kf[:, 2], kf_region=kf[:, 3].astype(np.int64),
+        kf_first=np.array(b.kf_first, dtype=np.int64), kf_t=keys[:, 0], kf_x=keys[:, 1],
+        kf_y=keys[:, 2], kf_region=keys[:, 3].astype(np.int64),
         visit_trip=vis[:, 0].astype(np.int64), visit_store=vis[:, 1].astype(np.int64),
         visit_start=vis[:, 2].astype(np.int64), visit_end=vis[:, 3].astype(np.int64),
     )

@@ -58,26 +58,26 @@ class _Incident(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields
         )
 
 
-class SalesDrop(_Incident, tag="sales_drop", tag_field="kind"):
+class SalesDrop(_Incident, tag="sales_drop", tag_field="kind", frozen=True):
     """The store's purchase probability is multiplied by ``factor`` during the window."""
 
     store: str
     factor: float
 
 
-class PaymentOutage(_Incident, tag="payment_outage", tag_field="kind"):
+class PaymentOutage(_Incident, tag="payment_outage", tag_field="kind", frozen=True):
     """Payments with ``payment`` fail during the window: shoppers pay otherwise or leave."""
 
     payment: str
 
 
-class SensorDark(_Incident, tag="sensor_dark", tag_field="kind"):
+class SensorDark(_Incident, tag="sensor_dark", tag_field="kind", frozen=True):
     """The sensor sends nothing during the window."""
 
     sensor: str
 
 
-class FlashCrowd(_Incident, tag="flash_crowd", tag_field="kind"):
+class FlashCrowd(_Incident, tag="flash_crowd", tag_field="kind", frozen=True):
     """Arrivals at the mall are multiplied by ``multiplier`` during the window."""
 
     mall: str
