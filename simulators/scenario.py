@@ -105,7 +105,7 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     name: str
     description: str = ""
     tz: str = "Asia/Shanghai"
-    start_date: str = "yesterday"
+    start_date: str = "yesterday"  # or an ISO date; "yesterday": the days end yesterday
     days: int = 1
     malls: int = 1
     stores_per_mall: int = 10
@@ -249,12 +249,12 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # ---- time --------------------------------------------------------------------------
 
     def dates(self, now: datetime | None = None) -> list[date]:
-        """The local dates simulated. ``yesterday`` is the last complete local day before
-        ``now`` (default: the wall clock)."""
+        """The local dates simulated. ``yesterday``: the run ends with the last complete
+        local day before ``now`` (default: the wall clock), so no event lies in the future."""
         if self.start_date == "yesterday":
             zone = ZoneInfo(self.tz)
             today = (now.astimezone(zone) if now else datetime.now(zone)).date()
-            first = today - timedelta(days=1)
+            first = today - timedelta(days=self.days)
         else:
             first = date.fromisoformat(self.start_date)
         return [first + timedelta(days=d) for d in range(self.days)]

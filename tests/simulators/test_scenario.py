@@ -42,6 +42,9 @@ def test_yesterday_follows_the_local_calendar() -> None:
     late_utc = datetime(2025, 6, 1, 17, 0, tzinfo=ZoneInfo("UTC"))  # 01:00 on 2 June in Shanghai
     assert s.dates(late_utc) == [date(2025, 6, 1)]
     assert Scenario(name="x", tz="UTC").dates(late_utc) == [date(2025, 5, 31)]
+    # several days end yesterday: nothing is simulated in the future
+    assert Scenario(name="x", days=3).dates(late_utc) == [
+        date(2025, 5, 30), date(2025, 5, 31), date(2025, 6, 1)]
 
 
 def test_incident_times_are_local_or_iso() -> None:
