@@ -28,6 +28,14 @@ import yaml
 from storepulse.errors import CatalogError
 
 
+def _plain(value: object) -> object:
+    """numpy scalars (a catalog built in code) encode as the Python numbers they hold."""
+    item = getattr(value, "item", None)
+    if item is None:
+        raise NotImplementedError(f"cannot encode {type(value).__name__}")
+    return item()
+
+
 class Mall(msgspec.Struct, kw_only=True, frozen=True):
     mall_id: str
     name: str
@@ -67,7 +75,7 @@ class Sensor(msgspec.Struct, kw_only=True, frozen=True):
     store_id: str | None = None
     visit_rssi: int = -70
     min_dwell_s: int = 120
-    visit_timeout_s: int = 300
+    visit_timeout_s: int = 600
 
 
 class Campaign(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=False):
@@ -95,10 +103,10 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
         return catalog
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(msgspec.to_builtins(self), sort_keys=False)
+        return yaml.safe_dump(msgspec.to_builtins(self, enc_hook=_plain), sort_keys=False)
 
     def to_json(self) -> bytes:
-        return msgspec.json.encode(self)
+        return msgspec.json.encode(self, enc_hook=_plain)
 
     @classmethod
     def from_json(cls, data: bytes) -> Catalog:

@@ -5,7 +5,8 @@ Writes, as event time passes each minute (watermark minus the allowed lateness):
 
 - ``FootfallMinute`` for every zone, store and mall of the site: distinct devices in the
   minute and in the 15 minutes and the hour ending with it, visitors inside, sales;
-- ``Visit`` for each completed store visit (``flows.visits`` defines one);
+- ``Visit`` for each completed store visit (``flows.visits`` defines one; each second a
+  device counts as inside only the store whose sensor heard it loudest);
 - ``StoreHour`` running totals whenever an hour of a store changed: visitors (by the hour
   their visit started), passers-by, capture rate, conversion, dwell median and buckets,
   new vs returning, sales;
@@ -56,7 +57,8 @@ Scope = tuple[str, str]  # ("zone" | "store" | "mall", id)
 @dataclass
 class Minute:
     devices: dict[Scope, set[int]] = field(default_factory=dict)
-    inside: dict[str, set[int]] = field(default_factory=dict)  # store -> strong devices
+    inside: dict[str, set[int]] = field(default_factory=dict)  # store -> devices inside
+    loudest: dict[tuple[int, int], Sighting] = field(default_factory=dict)  # (device, second)
     sales: dict[str, list[int]] = field(default_factory=dict)  # store -> [count, amount]
 
 
@@ -129,11 +131,25 @@ class SiteFootfall:
             if bucket is None:
                 bucket = devices[scope] = set()
             bucket.add(s.device)
-        if s.store_id is None:
-            return
-        self._hour(s.store_id, s.ts).passers_by.add(s.device)
-        sensor = catalog.sensor(s.sensor_id)
-        if sensor is not None and s.rssi >= sensor.visit_rssi:
+        key = (s.device, s.ts // 1000)
+        best = minute.loudest.get(key)
+        if best is None or (s.rssi, best.sensor_id) > (best.rssi, s.sensor_id):
+            minute.loudest[key] = s
+        if s.store_id is not None:
+            self._hour(s.store_id, s.ts).passers_by.add(s.device)
+
+    def _place(self, minute: Minute, catalog: Catalog) -> None:
+        """Put each device, each second of a closed minute, inside at most one store: the one
+        whose sensor heard it loudest that second (a corridor sensor winning means outside),
+        and only at or above that sensor's ``visit_rssi``. Decided at close, when every
+        sensor's report of the minute is in, so it does not depend on arrival order."""
+        for key in sorted(minute.loudest):
+            s = minute.loudest[key]
+            sensor = catalog.sensor(s.sensor_id) if s.store_id is not None else None
+            if sensor is None or s.rssi < sensor.visit_rssi:
+                self.visits.heard(s.device, key[1], None)
+                continue
+            self.visits.heard(s.device, key[1], s.store_id)
             rule = Rule(sensor.min_dwell_s, sensor.visit_timeout_s)
             self.visits.add(s.store_id, s.device, s.ts, s.randomized, s.fingerprint, s.seq, rule)
             minute.inside.setdefault(s.store_id, set()).add(s.device)
@@ -186,6 +202,7 @@ class SiteFootfall:
     def _close_minute(
         self, minute_ts: int, minute: Minute, catalog: Catalog, dirty: set[tuple[str, int]]
     ) -> list[FootfallMinute]:
+        self._place(minute, catalog)
         index = minute_ts // MINUTE_MS
         mall = self.site if catalog.mall(self.site) else None
         scopes = set(minute.devices) | {("store", s) for s in minute.sales}

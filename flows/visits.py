@@ -6,22 +6,26 @@ visit timeout; a visit ends once event time has passed its last second plus the
 timeout. Segmenting the set of seconds (rather than extending a visit as sightings
 arrive) makes the result independent of the order in which sightings are read.
 
-Dwell. A phone probes at random instants, so the first and last probes of a visit fall
-inside it; with ``n`` probe seconds over a stay ``T``, ``E[last - first] = T (n-1)/(n+1)``
-(order statistics of uniform points), so ``(last - first) (n+1)/(n-1)`` is the unbiased
-estimate used here. A visit needs ``MIN_PROBES`` inside-seconds and the estimated
-dwell must reach the store's minimum dwell.
+Dwell. A visit starts between the last probe heard outside the store (in the corridor,
+in another store, or too weak at the storefront) and the first probe inside; the
+midpoint is the estimate, and likewise at the end. Where the device was not heard
+outside within the timeout, the Poisson estimate stands in: with ``n`` probe seconds
+over a stay ``T``, ``E[last - first] = T (n-1)/(n+1)`` (order statistics of uniform
+points), so one mean probe interval, ``(last - first)/(n-1)``, is added at that end.
+A visit is counted when the estimated dwell reaches the store's minimum dwell.
 
-Randomised MACs rotate. When a randomised device's visit ends and, within
-``STITCH_GAP_S``, a randomised device with the same frame fingerprint appears at the
-same store with an 802.11 sequence number that continues the old one, the two are one
-phone: the old seconds move to the new device and one visit is counted.
+Randomised MACs rotate. When a randomised device's visit ends and, within the visit
+timeout, a randomised device with the same frame fingerprint appears at the same store
+with an 802.11 sequence number that continues the old one, the two are one phone: the
+old seconds move to the new device and one visit is counted.
 
 >>> t = VisitTracker()
 >>> for s in (0, 30, 60, 90, 120):   # a phone probing every 30 s for two minutes
 ...     t.add("S1", device=1, ts_ms=s * 1000, randomized=False, fingerprint=0, seq=None, rule=Rule(120, 300))
+>>> t.heard(1, 150, None)   # then heard in the corridor: left at about 135 s
+>>> # no probe heard before it came in: one mean interval (30 s) before the first, -30 s
 >>> [(v.start_ts, v.end_ts, v.dwell_s) for v in t.close(horizon_ms=1_000_000)]
-[(0, 120000, 180.0)]
+[(-30000, 135000, 165.0)]
 """
 
 from __future__ import annotations
@@ -30,9 +34,8 @@ import bisect
 import heapq
 from dataclasses import dataclass, field
 
-MIN_PROBES = 3
-STITCH_GAP_S = 90
 STITCH_MAX_SEQ_STEP = 256
+PLACEMENT_KEPT_S = 3600
 
 
 @dataclass(frozen=True)
@@ -104,23 +107,13 @@ class Track:
         return segment
 
 
-def estimate_dwell_s(seconds: list[int]) -> float:
-    """Unbiased stay from sorted probe seconds (see the module docstring).
-
-    >>> estimate_dwell_s([0, 60]), estimate_dwell_s([0, 30, 60, 90]), estimate_dwell_s([5])
-    (180.0, 150.0, 0.0)
-    """
-    n = len(seconds)
-    if n < 2:
-        return 0.0
-    return (seconds[-1] - seconds[0]) * (n + 1) / (n - 1)
-
-
 class VisitTracker:
     """Open tracks of one site, keyed by (store, device)."""
 
     def __init__(self) -> None:
         self.tracks: dict[tuple[str, int], Track] = {}
+        # device -> [(second, store it was inside or None)], ascending: where it was heard
+        self.placements: dict[int, list[tuple[int, str | None]]] = {}
 
     def add(
         self,
@@ -138,6 +131,15 @@ class VisitTracker:
         if track is None:
             track = self.tracks[key] = Track(randomized, fingerprint, rule)
         track.add(ts_ms // 1000, seq)
+
+    def heard(self, device: int, second: int, store_id: str | None) -> None:
+        """Record where a device was each second it was heard (``store_id`` None: not
+        inside any store). Seconds must come in ascending order per device."""
+        marks = self.placements.get(device)
+        if marks is None:
+            self.placements[device] = [(second, store_id)]
+        else:
+            marks.append((second, store_id))
 
     def inside_since(self, store_id: str, device: int) -> int | None:
         """First open inside-second of a device at a store, or None."""
@@ -182,13 +184,49 @@ class VisitTracker:
             end = track.first_segment_end(horizon_s)
             if end is not None:
                 heapq.heappush(ready, (track.seconds[end - 1], key))
+        if horizon_s is not None:
+            self._forget_placements(horizon_s)
         return out
 
+    def _forget_placements(self, horizon_s: int) -> None:
+        """Keep a device's placements from an hour before its oldest open visit (or before
+        the horizon when it has none): enough to find where it was before it came in."""
+        oldest: dict[int, int] = {}
+        for (_, device), track in self.tracks.items():
+            first = track.seconds[0]
+            if first < oldest.get(device, horizon_s):
+                oldest[device] = first
+        for device in list(self.placements):
+            marks = self.placements[device]
+            keep_from = oldest.get(device, horizon_s) - PLACEMENT_KEPT_S
+            if marks[-1][0] < keep_from:
+                del self.placements[device]
+            elif marks[0][0] < keep_from:
+                del marks[: bisect.bisect_left(marks, keep_from, key=lambda m: m[0])]
+
+    def _outside(self, device: int, store_id: str, second: int, direction: int, timeout_s: int) -> int | None:
+        """The nearest second before (direction -1) or after (+1) ``second``, within the
+        timeout, at which the device was heard but not inside ``store_id``."""
+        marks = self.placements.get(device, [])
+        i = bisect.bisect_left(marks, second, key=lambda m: m[0])
+        i = i - 1 if direction < 0 else i
+        while 0 <= i < len(marks) and abs(marks[i][0] - second) <= timeout_s:
+            if marks[i][1] != store_id and marks[i][0] != second:
+                return marks[i][0]
+            i += direction
+        return None
+
     def _visit(self, key: tuple[str, int], track: Track, seg: list[int]) -> ClosedVisit | None:
-        dwell = estimate_dwell_s(seg)
-        if len(seg) < MIN_PROBES or dwell < track.rule.min_dwell_s:
+        store_id, device = key
+        timeout = track.rule.timeout_s
+        gap = (seg[-1] - seg[0]) / (len(seg) - 1) if len(seg) > 1 else None  # mean probe interval
+        before = self._outside(device, store_id, seg[0], -1, timeout)
+        after = self._outside(device, store_id, seg[-1], +1, timeout)
+        start = (before + seg[0]) / 2 if before is not None else (seg[0] - gap if gap is not None else None)
+        end = (seg[-1] + after) / 2 if after is not None else (seg[-1] + gap if gap is not None else None)
+        if start is None or end is None or end - start < track.rule.min_dwell_s:
             return None
-        return ClosedVisit(key[0], key[1], seg[0] * 1000, seg[-1] * 1000, dwell, track.randomized)
+        return ClosedVisit(store_id, device, round(start * 1000), round(end * 1000), end - start, track.randomized)
 
     def _stitch(self, key: tuple[str, int], track: Track, seg: list[int]) -> bool:
         """Hand a randomised segment to the device its phone rotated to, if there is one."""
@@ -202,7 +240,7 @@ class VisitTracker:
             if other.fingerprint != track.fingerprint or not other.seconds:
                 continue
             first = other.seconds[0]
-            if not 0 < first - seg[-1] <= STITCH_GAP_S or first not in other.seqs:
+            if not 0 < first - seg[-1] <= track.rule.timeout_s or first not in other.seqs:
                 continue
             if not 0 < (other.seqs[first][0] - last_seq) % 4096 <= STITCH_MAX_SEQ_STEP:
                 continue

@@ -189,7 +189,7 @@ def build_catalog(scenario: Scenario, sites: list[Site]) -> Catalog:
             sensors.append(
                 Sensor(
                     sensor_id=sensor_id, mall_id=site.mall_id, zone=zone, lat=lat, lon=lon,
-                    store_id=inside, visit_rssi=-70, min_dwell_s=120, visit_timeout_s=300,
+                    store_id=inside, visit_rssi=-70, min_dwell_s=120, visit_timeout_s=600,
                 )
             )
         campaigns += _campaigns(site)

@@ -83,10 +83,11 @@ def of(kind: type, items: list) -> list:
 
 
 def test_a_visit_its_dwell_and_its_store_hour() -> None:
-    # A stable phone inside S1 probing every 30 s from 12:00:00 to 12:02:30 (6 probes).
-    # Dwell estimate (last - first) (n+1)/(n-1) = 150 * 7/5 = 210 s. A second phone
-    # only in the corridor. Sales: two in S1 at 12:01 and 12:02.
-    values = [probe(T0 + s * 1000, PHONE, -60) for s in (0, 30, 60, 90, 120, 150)]
+    # A stable phone inside S1 probing every 30 s from 12:01:00 to 12:03:30 (6 probes), not
+    # heard anywhere else: one mean interval (30 s) is added at each end, so the visit is
+    # 12:00:30-12:04:00, 210 s. A second phone only in the corridor at 12:00:10.
+    # Sales: two in S1 at 12:01 and 12:02.
+    values = [probe(T0 + s * 1000, PHONE, -60) for s in (60, 90, 120, 150, 180, 210)]
     values.append(probe(T0 + 10_000, "a4:5e:60:00:00:01", -80, "C-1"))
     out, dead = run(
         [batch("wifi.probes", 0, values)],
@@ -97,8 +98,8 @@ def test_a_visit_its_dwell_and_its_store_hour() -> None:
         Visit(
             mall_id="M1",
             store_id="S1",
-            start_ts=T0,
-            end_ts=T0 + 150_000,
+            start_ts=T0 + 30_000,
+            end_ts=T0 + 240_000,
             dwell_s=210.0,
             randomized=False,
             returning=False,
@@ -123,18 +124,19 @@ def test_a_visit_its_dwell_and_its_store_hour() -> None:
     )
     minutes = {(m.scope, m.scope_id, m.minute_ts): m for m in of(FootfallMinute, out)}
     first = minutes[("mall", "M1", T0)]
-    assert (first.devices, first.devices_15m, first.devices_1h) == (2, 2, 2)
-    # 12:01: only the stable phone is heard; it has been inside 120 s at the minute's end.
+    assert (first.devices, first.devices_15m, first.devices_1h) == (1, 1, 1)
     s1 = minutes[("store", "S1", T0 + MIN)]
-    assert (s1.devices, s1.visitors_inside, s1.sales, s1.sales_amount) == (1, 1, 1, 1200)
-    assert minutes[("mall", "M1", T0 + MIN)].devices_15m == 2  # corridor phone still counts
+    assert (s1.devices, s1.visitors_inside, s1.sales, s1.sales_amount) == (1, 0, 1, 1200)
+    assert minutes[("mall", "M1", T0 + MIN)].devices_15m == 2  # the corridor phone still counts
     assert ("zone", "M1-corridor", T0 + MIN) not in minutes
+    # 12:03: inside since 12:01:00, so at the minute's end for 180 s >= the 120 s minimum
+    assert minutes[("store", "S1", T0 + 3 * MIN)].visitors_inside == 1
 
 
 def test_short_stays_and_weak_signals_are_not_visits() -> None:
-    # Two strong probes 60 s apart: estimate 60 * 3/1 = 180 s but fewer than 3 probes.
+    # Two strong probes 30 s apart: dwell estimate 30 * 3/1 = 90 s, under the 120 s minimum.
     # Weak (-75 < -70) probes for ten minutes: heard (a passer-by), never inside.
-    values = [probe(T0, PHONE, -60), probe(T0 + 60_000, PHONE, -60)]
+    values = [probe(T0, PHONE, -60), probe(T0 + 30_000, PHONE, -60)]
     values += [probe(T0 + s * 1000, RANDOM_A, -75) for s in range(0, 600, 30)]
     out, _ = run([batch("wifi.probes", 0, values)])
     assert of(Visit, out) == []
@@ -180,7 +182,7 @@ def test_an_idle_partition_stops_holding_event_time_back() -> None:
     p0 = batch("wifi.probes", 0, [probe(T0 + s * 1000, PHONE, -60) for s in range(0, 1800, 30)])
     held_out, _ = run([p1, p0])  # the input ends, so everything closes at the end anyway
     idle = RawBatch(topic="wifi.probes", partition=1, messages=[], idle=True)
-    released, _ = run([p1, p0, idle, batch("wifi.probes", 0, [probe(T0 + 31 * MIN, PHONE, -90)], 60)])
+    released, _ = run([p1, p0, idle, batch("wifi.probes", 0, [probe(T0 + 31 * MIN, RANDOM_B, -90, "C-1")], 60)])
     assert of(Visit, held_out) == of(Visit, released)
     # The order of outputs shows when minutes closed: with the idle marker, minute 12:20
     # closes before the end of input (before the last read's minute 12:31 exists).
@@ -197,14 +199,14 @@ def test_duplicate_transactions_count_once() -> None:
 
 def test_a_rotated_random_mac_is_one_visit_when_seq_and_fingerprint_continue() -> None:
     # One phone: MAC A for 5 minutes (seq 100..), then MAC B 30 s later (seq continues),
-    # same information elements. Dwell estimate over the joint seconds 0..570 step 30
-    # (20 probes): 570 * 21/19 = 630 s.
+    # same information elements. One visit over the joint seconds 0..570 step 30, heard
+    # nowhere else: one mean interval (570/19 = 30 s) at each end, -30..600 s, 630 s.
     ie = {"ie": [0, 1, 50, 3, 45, 127, 221], "vendor_ie": [6130]}
     a = [probe(T0 + s * 1000, RANDOM_A, -60, seq=100 + i, **ie) for i, s in enumerate(range(0, 300, 30))]
     b = [probe(T0 + s * 1000, RANDOM_B, -60, seq=110 + i, **ie) for i, s in enumerate(range(300, 600, 30))]
     out, _ = run([batch("wifi.probes", 0, a + b)])
     assert [(v.start_ts, v.end_ts, v.dwell_s, v.randomized) for v in of(Visit, out)] == [
-        (T0, T0 + 570_000, 630.0, True)
+        (T0 - 30_000, T0 + 600_000, 630.0, True)
     ]
     # Another model (different elements): two phones, two visits.
     other = [
@@ -220,7 +222,7 @@ def test_returning_visitors_are_stable_devices_seen_on_an_earlier_day() -> None:
     values = []
     for d in (0, 1):
         for mac in (PHONE, RANDOM_A):
-            values += [probe(T0 + d * day + s * 1000, mac, -60) for s in range(0, 300, 30)]
+            values += [probe(T0 + d * day + s * 1000, mac, -60) for s in range(60, 360, 30)]
     out, _ = run([batch("wifi.probes", 0, values)])
     assert [(v.start_ts - T0) // day for v in of(Visit, out) if v.returning] == [1]
     assert sum(v.returning for v in of(Visit, out) if v.randomized) == 0
@@ -276,3 +278,28 @@ def test_dead_letters_never_carry_a_raw_mac() -> None:
     _, dead = run([batch("wifi.probes", 0, bad)])
     assert [d.reason for d in dead] == ["unknown_sensor", "bad_schema"]
     assert all(isinstance(d, DeadLetter) and PHONE not in d.raw.lower() for d in dead)
+
+
+def test_each_second_a_device_is_inside_only_the_store_that_hears_it_loudest() -> None:
+    # Every 30 s for 10 minutes S2's sensor hears the phone at -60 and S1's at -65 (both
+    # above -70): it is in S2, not in both. Not heard before or after: 30 s added per end.
+    values = []
+    for s in range(0, 600, 30):
+        values += [probe(T0 + s * 1000, PHONE, -65, "AP-1"), probe(T0 + s * 1000, PHONE, -60, "AP-2")]
+    out, _ = run([batch("wifi.probes", 0, values)])
+    assert [(v.store_id, v.start_ts - T0, v.end_ts - T0) for v in of(Visit, out)] == [("S2", -30_000, 600_000)]
+    hours = {h.store_id: h for h in of(StoreHour, out)}
+    assert (hours["S1"].visitors, hours["S1"].passers_by) == (0, 1)  # heard at S1, not a visitor there
+
+
+def test_probes_heard_outside_bound_the_visit() -> None:
+    # Corridor at 12:00:00 and 12:04:00; inside S1 at 12:01:00 and 12:03:00. The visit
+    # starts between 12:00:00 and 12:01:00 and ends between 12:03:00 and 12:04:00: the
+    # midpoints give 12:00:30-12:03:30, 180 s. With no corridor probes it would be the
+    # Poisson estimate, one mean interval (120 s) on each end: 11:59:00-12:05:00, 360 s.
+    inside = [probe(T0 + 60_000, PHONE, -60), probe(T0 + 180_000, PHONE, -60)]
+    corridor = [probe(T0, PHONE, -55, "C-1"), probe(T0 + 240_000, PHONE, -55, "C-1")]
+    out, _ = run([batch("wifi.probes", 0, corridor[:1] + inside + corridor[1:])])
+    assert [(v.start_ts - T0, v.end_ts - T0, v.dwell_s) for v in of(Visit, out)] == [(30_000, 210_000, 180.0)]
+    out, _ = run([batch("wifi.probes", 0, inside)])
+    assert [(v.start_ts - T0, v.end_ts - T0, v.dwell_s) for v in of(Visit, out)] == [(-60_000, 300_000, 360.0)]
