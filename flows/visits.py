@@ -1,10 +1,12 @@
 """Store visits built from strong sightings, in keyed state with an explicit idle timeout.
 
 A device heard at a store's sensor at or above the sensor's ``visit_rssi`` is inside
-the store at that second. Its inside-seconds form one visit while no gap exceeds the
-visit timeout; a visit ends once event time has passed its last second plus the
-timeout. Segmenting the set of seconds (rather than extending a visit as sightings
-arrive) makes the result independent of the order in which sightings are read.
+the store at that second (``flows.footfall`` lets only the loudest sensor of the second
+count). Its inside-seconds form one visit while no gap exceeds the visit timeout and it
+was not inside another store in between (on two probes or more: one is radio noise); a
+visit ends once event time has passed its last second plus the timeout. Segmenting the
+set of seconds (rather than extending a visit as sightings arrive) makes the result
+independent of the order in which sightings are read.
 
 Dwell. A visit starts between the last probe heard outside the store (in the corridor,
 in another store, or too weak at the storefront) and the first probe inside; the
@@ -35,6 +37,7 @@ import heapq
 from dataclasses import dataclass, field
 
 STITCH_MAX_SEQ_STEP = 256
+ELSEWHERE_PROBES = 2
 PLACEMENT_KEPT_S = 3600
 
 
@@ -54,6 +57,23 @@ class ClosedVisit:
     end_ts: int
     dwell_s: float
     randomized: bool
+
+
+Placements = list[tuple[int, str | None]]  # (second, store the device was inside or None)
+
+
+def _inside_elsewhere(marks: Placements, store_id: str, after: int, before: int) -> bool:
+    """Was the device inside a store other than ``store_id`` strictly between two seconds,
+    on at least ``ELSEWHERE_PROBES`` probes (one alone is taken for radio noise)?"""
+    i = bisect.bisect_right(marks, after, key=lambda m: m[0])
+    seen = 0
+    while i < len(marks) and marks[i][0] < before:
+        if marks[i][1] is not None and marks[i][1] != store_id:
+            seen += 1
+            if seen >= ELSEWHERE_PROBES:
+                return True
+        i += 1
+    return False
 
 
 @dataclass
@@ -85,17 +105,24 @@ class Track:
             lo, hi = self.seqs.get(second, (seq, seq))
             self.seqs[second] = (min(lo, seq), max(hi, seq))
 
-    def first_segment_end(self, horizon_s: int | None) -> int | None:
+    def first_segment_end(self, horizon_s: int | None, store_id: str, marks: Placements) -> int | None:
         """Index just past the first segment if it has ended before ``horizon_s`` (None:
-        the input has ended, so it has), else None."""
+        the input has ended, so it has), else None. A segment ends at a gap longer than
+        the timeout, or where the device was inside another store in between."""
         secs, timeout = self.seconds, self.rule.timeout_s
         i = self.scanned
         while i < len(secs) and secs[i] - secs[i - 1] <= timeout:
             if horizon_s is not None and secs[i] >= horizon_s:
                 break
+            if _inside_elsewhere(marks, store_id, secs[i - 1], secs[i]):
+                break
             i += 1
         self.scanned = max(1, i)
-        ended = i == len(secs) or secs[i] - secs[i - 1] > timeout
+        ended = (
+            i == len(secs)
+            or secs[i] - secs[i - 1] > timeout
+            or _inside_elsewhere(marks, store_id, secs[i - 1], secs[i])
+        )
         if ended and (horizon_s is None or secs[i - 1] + timeout < horizon_s):
             return i
         return None
@@ -112,8 +139,8 @@ class VisitTracker:
 
     def __init__(self) -> None:
         self.tracks: dict[tuple[str, int], Track] = {}
-        # device -> [(second, store it was inside or None)], ascending: where it was heard
-        self.placements: dict[int, list[tuple[int, str | None]]] = {}
+        # device -> where it was each second it was heard, ascending
+        self.placements: dict[int, Placements] = {}
 
     def add(
         self,
@@ -159,8 +186,9 @@ class VisitTracker:
         """
         horizon_s = None if horizon_ms is None else horizon_ms // 1000
         ready: list[tuple[int, tuple[str, int]]] = []
+        no_marks: Placements = []
         for key, track in self.tracks.items():
-            end = track.first_segment_end(horizon_s)
+            end = track.first_segment_end(horizon_s, key[0], self.placements.get(key[1], no_marks))
             if end is not None:
                 ready.append((track.seconds[end - 1], key))
         heapq.heapify(ready)
@@ -168,7 +196,8 @@ class VisitTracker:
         while ready:
             _, key = heapq.heappop(ready)
             track = self.tracks[key]
-            end = track.first_segment_end(horizon_s)
+            marks = self.placements.get(key[1], no_marks)
+            end = track.first_segment_end(horizon_s, key[0], marks)
             if end is None:
                 continue
             segment = track.pop_first(end)
@@ -181,7 +210,7 @@ class VisitTracker:
             if not track.seconds:
                 del self.tracks[key]
                 continue
-            end = track.first_segment_end(horizon_s)
+            end = track.first_segment_end(horizon_s, key[0], marks)
             if end is not None:
                 heapq.heappush(ready, (track.seconds[end - 1], key))
         if horizon_s is not None:
