@@ -69,12 +69,20 @@ class Limits:
 
 
 class Rejection(Exception):
-    """Raised inside decoding to dead-letter one record."""
+    """Raised inside decoding to dead-letter one record (``raw``: its bytes, if not the message's)."""
 
-    def __init__(self, reason: Reason, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str, raw: bytes | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.raw = raw
+
+
+class _BatchEnvelope(msgspec.Struct):
+    """A batched probe report whose observations are checked one at a time."""
+
+    sensor_id: str
+    observations: list[msgspec.Raw]
 
 
 class _Decoder:
@@ -152,20 +160,25 @@ class ProbeDecoder(_Decoder):
                     raise Rejection(Reason.OVERSIZED, f"{len(msg.value or b'')} bytes")
                 try:
                     report = self._json.decode(msg.value or b"")
+                    observations: list[Observation | Rejection] = list(self._observations(report))
+                    sensor_id = report.sensor_id
                 except msgspec.DecodeError as exc:
-                    raise _schema_error(exc, msg.value or b"") from None
-                sensor = catalog.sensor(report.sensor_id)
-                observations = self._observations(report)
+                    sensor_id, observations = self._lenient(msg.value or b"", exc)
+                sensor = catalog.sensor(sensor_id)
                 if sensor is None:
-                    raise Rejection(Reason.UNKNOWN_SENSOR, f"sensor {report.sensor_id!r} is not in the catalog")
+                    raise Rejection(Reason.UNKNOWN_SENSOR, f"sensor {sensor_id!r} is not in the catalog")
             except Rejection as rej:
                 bad.append(self.dead_letter(batch, msg.offset, msg.value, rej.reason, rej.detail))
                 continue
             site = catalog.site_of_sensor(sensor)
+            batched = len(observations) != 1 or not isinstance(observations[0], Observation)
             for obs in observations:
+                if isinstance(obs, Rejection):
+                    bad.append(self.dead_letter(batch, msg.offset, obs.raw, obs.reason, obs.detail))
+                    continue
                 reason, detail = self._check(obs, now_ms)
                 if reason is not None:
-                    raw = msgspec.json.encode(obs) if report.observations else msg.value
+                    raw = msgspec.json.encode(obs) if batched else msg.value
                     bad.append(self.dead_letter(batch, msg.offset, raw, reason, detail))
                     continue
                 day = obs.ts // DAY_MS
@@ -190,6 +203,24 @@ class ProbeDecoder(_Decoder):
                     )
                 )
         return good, bad
+
+    _envelope = msgspec.json.Decoder(_BatchEnvelope)
+    _observation = msgspec.json.Decoder(Observation)
+
+    def _lenient(self, value: bytes, exc: msgspec.DecodeError) -> tuple[str, list[Observation | Rejection]]:
+        """A batched report that failed as a whole: validate its observations one by one,
+        so one mistyped observation does not take the good ones with it."""
+        try:
+            envelope = self._envelope.decode(value)
+        except msgspec.DecodeError:
+            raise _schema_error(exc, value) from None
+        out: list[Observation | Rejection] = []
+        for raw in envelope.observations:
+            try:
+                out.append(self._observation.decode(raw))
+            except msgspec.DecodeError as obs_exc:
+                out.append(Rejection(Reason.BAD_SCHEMA, f"observation: {obs_exc}", bytes(raw)))
+        return envelope.sensor_id, out
 
     @staticmethod
     def _observations(report: ProbeReport) -> list[Observation]:

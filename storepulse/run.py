@@ -70,21 +70,21 @@ def _init_recovery(directory: Path, init_db_dir: object) -> None:
 
 
 def simulate(settings: Settings, scenario: str, seed: int, rate: float | None, *, load_catalog: bool) -> int:
-    from simulators.kafka_writer import write_to_kafka
-    from simulators.mall import MallSimulator
+    """Write a scenario to Kafka (and optionally its catalog to Redis); 1 if Kafka failed."""
+    from simulators.kafka_writer import write_scenario
     from simulators.scenario import Scenario
 
-    sim = MallSimulator(Scenario.load(scenario), seed)
+    loaded = Scenario.load(scenario)
     if load_catalog:
-        _save_catalog(settings, sim.catalog)
+        _save_catalog(settings, _scenario_catalog(scenario, seed))
     topics = {
         "wifi.probes": settings.topic_probes,
         "pos.transactions": settings.topic_transactions,
         "members.events": settings.topic_members,
     }
-    stats = write_to_kafka(sim.events(), settings.kafka_client_config(), topics=topics, rate=rate)
-    print(stats)
-    return 0
+    report = write_scenario(loaded, seed, settings.kafka_client_config(), topics=topics, rate=rate)
+    print(report.summary())
+    return 1 if report.error else 0
 
 
 def catalog_command(settings: Settings, args: argparse.Namespace) -> int:

@@ -149,3 +149,16 @@ def test_dead_letter_raw_is_bounded_and_redacted() -> None:
     _, [dead] = decode_probes(value, deadletter_raw_bytes=200)
     assert dead.raw_truncated and len(dead.raw) <= 200
     assert "13812345678" not in dead.raw and MAC not in dead.raw and "mac#" in dead.raw
+
+
+def test_one_mistyped_observation_does_not_take_the_good_ones_with_it() -> None:
+    report = (
+        b'{"sensor_id": "AP-1", "observations": ['
+        b'{"mac": "a4:5e:60:1b:22:9c", "rssi": -60, "ts": %d}, '
+        b'{"mac": "a4:5e:60:1b:22:9d", "rssi": "loud", "ts": %d}, '
+        b'{"mac": "a4:5e:60:1b:22:9e", "rssi": -61, "ts": %d}]}'
+    ) % (NOW_MS, NOW_MS, NOW_MS)
+    good, bad = decode_probes(report)
+    assert [s.rssi for _, s in good] == [-60, -61]
+    assert [(d.offset, d.reason) for d in bad] == [(10, "bad_schema")]
+    assert '"loud"' in bad[0].raw and "a4:5e:60:1b:22:9d" not in bad[0].raw
