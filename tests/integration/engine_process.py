@@ -68,7 +68,8 @@ class EngineProcess:
                 metrics = "\n".join(
                     line for line in (self.metrics_text() or "").splitlines() if line.startswith("storepulse_input")
                 )
-                raise AssertionError(f"timed out after {deadline_s}s waiting for {what}:\n{metrics}\n{self.log()[-3000:]}")
+                log = self.log()[-3000:]
+                raise AssertionError(f"timed out after {deadline_s}s waiting for {what}:\n{metrics}\n{log}")
             time.sleep(0.1)
 
     def kill(self) -> None:
