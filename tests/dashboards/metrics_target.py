@@ -68,6 +68,7 @@ def main(argv: list[str]) -> None:
     for index, metric in enumerate(declared):
         fill(metric, index)
     metrics.serve(int(argv[1]))
+    print("serving", flush=True)
     threading.Event().wait()
 
 

@@ -21,8 +21,18 @@ FILES = sorted(DASHBOARD_DIR.glob("*.json"))
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 # Variables Grafana defines itself (https://grafana.com/docs/grafana/latest/dashboards/variables/).
 BUILTIN_VARIABLES = {
-    "__rate_interval", "__interval", "__interval_ms", "__range", "__range_s", "__range_ms",
-    "__from", "__to", "__dashboard", "__org", "__user", "__name",
+    "__rate_interval",
+    "__interval",
+    "__interval_ms",
+    "__range",
+    "__range_s",
+    "__range_ms",
+    "__from",
+    "__to",
+    "__dashboard",
+    "__org",
+    "__user",
+    "__name",
 }
 
 
@@ -99,16 +109,13 @@ def test_datasource_is_chosen_by_template_variable(path: Path) -> None:
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_panel_ids_and_layout(path: Path) -> None:
     board = dashboard(path)
-    ids = [p["id"] for p in board["panels"]] + [
-        p["id"] for row in board["panels"] for p in row.get("panels", [])
-    ]
+    ids = [p["id"] for p in board["panels"]] + [p["id"] for row in board["panels"] for p in row.get("panels", [])]
     assert all(isinstance(i, int) for i in ids) and len(set(ids)) == len(ids)
     cells: set[tuple[int, int]] = set()
     for panel in board["panels"]:
         pos = panel["gridPos"]
         assert pos["w"] > 0 and pos["h"] > 0 and pos["x"] >= 0 and pos["x"] + pos["w"] <= 24
-        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"])
-                for y in range(pos["y"], pos["y"] + pos["h"])}
+        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
         assert not cells & mine, f"{panel['title']!r} overlaps another panel"
         cells |= mine
 

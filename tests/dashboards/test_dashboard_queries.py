@@ -1,9 +1,11 @@
-"""Every dashboard query is valid PromQL and finds data in a real Prometheus that scrapes a
-process exposing the storepulse metrics.
+"""Every dashboard query is valid PromQL and finds data in a real Prometheus that scrapes
+the storepulse metrics.
 
-The scraped process is one fixture, ``metrics_target``: today a stand-in that fills every
-declared metric (``metrics_target.py``); ``storepulse demo --run-on --metrics-port P`` drops
-in by changing its command line and setting ``complete`` to what the demo guarantees.
+The scraped process, ``metrics_target``, is run twice: the real engine (``storepulse demo
+--scenario smoke --run-on``, which processes a simulated morning and keeps serving its
+metrics) and a stand-in that gives every declared metric a sample (``metrics_target.py``),
+so that panels over metrics the demo cannot produce (Kafka delivery, consumer errors) are
+checked too. A panel must return series whenever every metric it queries has samples.
 Template variables are resolved the way Grafana does: each query variable's own query runs
 against Prometheus and the first value it finds is selected.
 """
@@ -14,7 +16,7 @@ import json
 import re
 import subprocess
 import sys
-import time
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from dashboards.promql import substitute, variable_query
+from dashboards.promql import metric_names, substitute, variable_query
+from storepulse.metrics import exported_names
 from tests.fixtures.prometheus import PrometheusServer, free_port, start_prometheus
 
 DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "dashboards"
@@ -41,10 +44,13 @@ LEGEND_LABEL = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 @dataclass(frozen=True)
 class MetricsTarget:
-    """A process serving /metrics: its ``host:port`` and whether every series has samples."""
+    """A process serving /metrics: its ``host:port`` and the metric names it has samples of."""
 
     address: str
-    complete: bool
+    present: frozenset[str]
+
+    def has_data_for(self, expr: str) -> bool:
+        return metric_names(expr) <= self.present
 
 
 def _boards() -> list[dict[str, Any]]:
@@ -67,15 +73,28 @@ def _targets() -> list[Any]:
     return params
 
 
-@pytest.fixture(scope="module")
-def metrics_target() -> Iterator[MetricsTarget]:
-    """The one place to swap the scraped process (see the module docstring)."""
+@pytest.fixture(scope="module", params=["engine", "stand-in"])
+def metrics_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetricsTarget]:
+    """The scraped process (see the module docstring)."""
     port = free_port()
-    command = [sys.executable, str(Path(__file__).with_name("metrics_target.py")), str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if request.param == "engine":
+        out = tmp_path_factory.mktemp("demo")
+        command = [sys.executable, "-m", "storepulse.cli", "demo", "--scenario", "smoke", "--speedup", "0",
+                   "--run-on", "--quiet", "--metrics-port", str(port), "--out", str(out)]
+        ready = "running on"  # printed once the whole simulated morning is processed
+    else:
+        command = [sys.executable, str(Path(__file__).with_name("metrics_target.py")), str(port)]
+        ready = "serving"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        _wait_for_metrics(port, process, deadline_s=30.0)
-        yield MetricsTarget(address=f"127.0.0.1:{port}", complete=True)
+        text = _wait_for_metrics(port, process, ready, deadline_s=120.0)
+        present = frozenset(line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#")
+        target = MetricsTarget(address=f"127.0.0.1:{port}", present=present)
+        if request.param == "engine":  # the engine feeds every footfall panel and most others
+            footfall = json.loads((DASHBOARD_DIR / "storepulse-footfall.json").read_text())
+            exprs = [t["expr"] for p in footfall["panels"] for t in p.get("targets", [])]
+            assert all(target.has_data_for(e) for e in exprs), sorted(exported_names() - present)
+        yield target
     finally:
         process.terminate()
         try:
@@ -85,20 +104,24 @@ def metrics_target() -> Iterator[MetricsTarget]:
             process.wait(timeout=10)
 
 
-def _wait_for_metrics(port: int, process: subprocess.Popen[bytes], deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise AssertionError(f"metrics target exited with {process.returncode}: {stderr}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
-                if b"storepulse_" in resp.read():
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)  # poll interval while the process starts
-    raise AssertionError(f"no storepulse metrics on port {port} after {deadline_s}s")
+def _wait_for_metrics(port: int, process: subprocess.Popen[bytes], ready: str, deadline_s: float) -> str:
+    """Wait for ``ready`` on the process's output, then return its /metrics text."""
+    assert process.stdout is not None
+    seen = threading.Event()
+    output: list[str] = []
+
+    def watch() -> None:
+        for line in iter(process.stdout.readline, b""):  # type: ignore[union-attr]
+            output.append(line.decode(errors="replace"))
+            if ready in output[-1]:
+                seen.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    if not seen.wait(deadline_s):
+        tail = "".join(output)[-2000:]
+        raise AssertionError(f"{ready!r} not printed in {deadline_s}s (exit {process.poll()}): {tail}")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +136,7 @@ def prometheus(metrics_target: MetricsTarget) -> Iterator[PrometheusServer]:
 
 
 @pytest.fixture(scope="module")
-def variable_values(
-    prometheus: PrometheusServer, metrics_target: MetricsTarget
-) -> dict[str, dict[str, str]]:
+def variable_values(prometheus: PrometheusServer, metrics_target: MetricsTarget) -> dict[str, dict[str, str]]:
     """Per dashboard uid: a value for every template variable, found as Grafana would."""
     resolved: dict[str, dict[str, str]] = {}
     for board in _boards():
@@ -128,7 +149,7 @@ def variable_values(
             assert expr and label, f"{board['uid']} ${var['name']}: use label_values(expr, label)"
             series = prometheus.query(expr)
             found = sorted({s["metric"][label] for s in series if label in s["metric"]})
-            if metrics_target.complete:
+            if metrics_target.has_data_for(expr):
                 assert found, f"{board['uid']} ${var['name']}: {query} found no values"
             values[var["name"]] = found[0] if found else var.get("allValue", ".*")
         resolved[board["uid"]] = values
@@ -145,7 +166,7 @@ def test_panel_query_runs_and_finds_data(
 ) -> None:
     expr = substitute(target["expr"], variable_values[uid])
     result = prometheus.query(expr)  # raises with Prometheus's message on bad PromQL
-    if not metrics_target.complete:
+    if not metrics_target.has_data_for(target["expr"]):
         return
     assert result, f"{expr!r} returned no series"
     wanted = set(LEGEND_LABEL.findall(target.get("legendFormat", "")))
@@ -163,9 +184,7 @@ def test_prometheus_reports_bad_promql(prometheus: PrometheusServer) -> None:
 def test_prometheus_scraping_fixture(prometheus_scraping: Any, metrics_target: MetricsTarget) -> None:
     """The function-scoped factory other tests use: scrapes within seconds, reports health."""
     server = prometheus_scraping(metrics_target.address)
-    [sample] = server.wait_for(
-        'storepulse_footfall_devices{scope="mall"}', deadline_s=15.0
-    )
+    [sample] = server.wait_for('storepulse_footfall_devices{scope="mall"}', deadline_s=15.0)
     assert sample["metric"]["instance"] == metrics_target.address
     assert sample["metric"]["job"] == "storepulse"
     assert [(url, health) for url, health, _ in server.target_health()] == [

@@ -49,9 +49,7 @@ def grafana() -> Iterator[FakeGrafana]:
         def _record(self) -> Any:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else None
-            state.requests.append(
-                (self.command, self.path, self.headers.get("Authorization", ""), body)
-            )
+            state.requests.append((self.command, self.path, self.headers.get("Authorization", ""), body))
             return body
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -73,9 +71,7 @@ def grafana() -> Iterator[FakeGrafana]:
             if self.path == "/api/dashboards/db":
                 uid = body["dashboard"]["uid"]
                 state.dashboards[uid] = body
-                return self._reply(
-                    200, {"status": "success", "uid": uid, "url": f"/d/{uid}", "version": 1}
-                )
+                return self._reply(200, {"status": "success", "uid": uid, "url": f"/d/{uid}", "version": 1})
             return self._reply(404, {"message": "Not found"})
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -93,8 +89,7 @@ def grafana() -> Iterator[FakeGrafana]:
 
 def test_push_creates_folder_and_overwrites_every_dashboard(grafana: FakeGrafana) -> None:
     pushed = push_dashboards(grafana.url, TOKEN, folder="Store Pulse")
-    on_disk = {json.loads(p.read_text())["uid"]: json.loads(p.read_text())
-               for p in DASHBOARD_DIR.glob("*.json")}
+    on_disk = {json.loads(p.read_text())["uid"]: json.loads(p.read_text()) for p in DASHBOARD_DIR.glob("*.json")}
     assert sorted(pushed) == sorted(on_disk) == ["storepulse-engine", "storepulse-footfall"]
     assert all(auth == f"Bearer {TOKEN}" for _, _, auth, _ in grafana.requests)
     assert grafana.folders == [{"id": 1, "uid": "store-pulse", "title": "Store Pulse"}]
@@ -133,8 +128,9 @@ def test_unreachable_grafana_is_backend_unavailable() -> None:
         push_dashboards(f"http://127.0.0.1:{free_port()}", TOKEN)
 
 
-def test_push_from_env_and_main(grafana: FakeGrafana, capsys: pytest.CaptureFixture[str],
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_push_from_env_and_main(
+    grafana: FakeGrafana, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ConfigError, match="STOREPULSE_GRAFANA_URL"):
         push_from_env({})
     env = {"STOREPULSE_GRAFANA_URL": grafana.url, "STOREPULSE_GRAFANA_TOKEN": TOKEN}
