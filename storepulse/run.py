@@ -43,7 +43,7 @@ def run_engine(
     metrics.serve(port, addr=settings.metrics_addr)
     recovery = None
     if settings.recovery_dir is not None:
-        _init_recovery(settings.recovery_dir, init_db_dir)
+        _init_recovery(settings.recovery_dir, init_db_dir, clustered=process_id is not None)
         recovery = RecoveryConfig(str(settings.recovery_dir))
     log.info(
         "engine starting: process %s, %d worker(s), metrics on :%d, recovery %s",
@@ -60,10 +60,17 @@ def run_engine(
     return 0
 
 
-def _init_recovery(directory: Path, init_db_dir: object) -> None:
-    """Create the recovery partitions the first time (``python -m bytewax.recovery DIR 1``)."""
+def _init_recovery(directory: Path, init_db_dir: object, *, clustered: bool) -> None:
+    """Create the recovery partitions the first time a single process runs
+    (``python -m bytewax.recovery DIR 1``). A cluster's partitions are made once, up front."""
     if directory.exists() and any(directory.glob("part-*.sqlite3")):
         return
+    if clustered:
+        raise ConfigError(
+            f"recovery directory {directory} has no partitions. For a cluster, create them once "
+            f"with `python -m bytewax.recovery {directory} N` (N = total workers) on storage every "
+            "process mounts, then start the processes."
+        )
     directory.mkdir(parents=True, exist_ok=True)
     init_db_dir(directory, 1)  # type: ignore[operator]
     log.info("initialised recovery directory %s", directory)

@@ -85,7 +85,7 @@ def test_events_are_in_write_time_order_and_catalog_is_complete(base_run) -> Non
     for sensor in cat.sensors:
         assert sensor.zone == (f"{sensor.store_id}-floor" if sensor.store_id
                                else f"{sensor.mall_id}-corridor")
-        assert (sensor.visit_rssi, sensor.min_dwell_s, sensor.visit_timeout_s) == (-70, 120, 300)
+        assert (sensor.visit_rssi, sensor.min_dwell_s, sensor.visit_timeout_s) == (-70, 120, 600)
     assert any(s.store_id is None for s in cat.sensors)
     assert all(s.tz == "Asia/Shanghai" and 30 < s.lat < 32 and 120 < s.lon < 123
                for s in cat.stores)
