@@ -35,7 +35,7 @@ from connectors.records import RawBatch
 from connectors.schemas import DeadLetter
 from flows.footfall import footfall_builder
 from flows.ingest import ingest
-from flows.outputs import MetricsSink, RedisFootfallSink, encode_deadletter
+from flows.outputs import EncodedSink, MetricsSink, RedisFootfallSink, encode_deadletter
 from storepulse.errors import ConfigError
 from storepulse.settings import Settings
 
@@ -86,19 +86,11 @@ def default_sinks(settings: Settings) -> Sinks:
 
     if not settings.redis_url:
         raise ConfigError("STOREPULSE_REDIS_URL is not set: `run` serves footfall from Redis.")
+    kafka = KafkaConfirmedSink(settings.kafka_client_config(), settings.topic_deadletter)
     return Sinks(
-        deadletter={
-            "deadletter_kafka": _Encoded(KafkaConfirmedSink(settings.kafka_client_config(), settings.topic_deadletter))
-        },
+        deadletter={"deadletter_kafka": EncodedSink(kafka, encode_deadletter)},
         footfall={"footfall_redis": RedisFootfallSink(settings.redis_url), "footfall_metrics": MetricsSink()},
     )
-
-
-class _Encoded:
-    """Marks a Kafka sink whose items must be encoded to (key, value) first."""
-
-    def __init__(self, sink: Sink[tuple[bytes, bytes]]) -> None:
-        self.sink = sink
 
 
 def redis_catalog(settings: Settings) -> Callable[[], Catalog]:
@@ -157,12 +149,8 @@ def build_flow(
     dead = op.merge("merge_deadletters", dead, split.trues)
     footfall = split.falses
 
-    for name, sink in sinks.deadletter.items():
-        if isinstance(sink, _Encoded):
-            encoded = op.map(f"encode_{name}", dead, encode_deadletter)
-            op.output(f"write_{name}", encoded, sink.sink)
-        else:
-            op.output(f"write_{name}", dead, sink)
+    for name, dead_sink in sinks.deadletter.items():
+        op.output(f"write_{name}", dead, dead_sink)
     for name, sink in sinks.footfall.items():
         op.output(f"write_{name}", footfall, sink)
     return flow

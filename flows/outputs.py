@@ -8,14 +8,21 @@ append-only: after a crash and restart they may repeat records (at-least-once).
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import msgspec
+import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.schemas import DeadLetter, FootfallMinute, StoreHour, Visit
 from storepulse import metrics
+
+log = logging.getLogger(__name__)
+REDIS_ATTEMPTS = 5
 
 
 class _JsonlPartition(StatelessSinkPartition[Any]):
@@ -101,19 +108,55 @@ class _RedisPartition(StatelessSinkPartition[Any]):
 
     def write_batch(self, items: list[Any]) -> None:
         records = [i for i in items if isinstance(i, FootfallMinute | StoreHour)]
-        if records:
-            self.store.write(records)
+        if not records:
+            return
+        for attempt in range(REDIS_ATTEMPTS):
+            try:
+                self.store.write(records)
+                return
+            except redis.RedisError as exc:  # writes are idempotent: retrying is safe
+                if attempt == REDIS_ATTEMPTS - 1:
+                    raise
+                delay = 0.2 * 2**attempt
+                log.warning("Redis write of %d records failed (%s); retry in %.1f s", len(records), exc, delay)
+                time.sleep(delay)
 
 
 class RedisFootfallSink(DynamicSink[Any]):
     """Writes minutes and store-hours to Redis (``state.footfall``); one pipeline per batch.
-    Idempotent: a replay rewrites the same absolute values."""
+    Idempotent: a replay rewrites the same absolute values. A failed write is retried with
+    backoff for about 6 s; then the error stops the dataflow, which resumes from its last
+    snapshot when restarted (nothing is lost)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
         return _RedisPartition(self.url)
+
+
+class _EncodedPartition(StatelessSinkPartition[Any]):
+    def __init__(self, inner: StatelessSinkPartition[Any], encode: Callable[[Any], Any]) -> None:
+        self.inner = inner
+        self.encode = encode
+
+    def write_batch(self, items: list[Any]) -> None:
+        self.inner.write_batch([self.encode(item) for item in items])
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class EncodedSink(DynamicSink[Any]):
+    """Encodes each record before a sink of bytes (e.g. a Kafka sink of (key, value)).
+    Same guarantee as the sink it wraps."""
+
+    def __init__(self, inner: DynamicSink[Any], encode: Callable[[Any], Any]) -> None:
+        self.inner = inner
+        self.encode = encode
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _EncodedPartition:
+        return _EncodedPartition(self.inner.build(step_id, worker_index, worker_count), self.encode)
 
 
 def encode_deadletter(dead: DeadLetter) -> tuple[bytes, bytes]:
