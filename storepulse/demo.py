@@ -16,7 +16,9 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
@@ -71,9 +73,7 @@ class TallySink(DynamicSink[Any]):
         return _TallyPartition(self.tally)
 
 
-def run_demo(
-    settings: Settings, *, scenario: str, seed: int, speedup: float | None, run_on: bool, live: bool
-) -> int:
+def run_demo(settings: Settings, *, scenario: str, seed: int, speedup: float | None, run_on: bool, live: bool) -> int:
     from simulators.mall import MallSimulator
     from simulators.scenario import Scenario
     from simulators.source import SimulatorSource
@@ -169,12 +169,24 @@ def _serve_metrics(port: int, addr: str) -> int | None:
     return port
 
 
+def _first_site(catalog: Catalog) -> str:
+    return catalog.malls[0].mall_id if catalog.malls else catalog.stores[0].store_id
+
+
 def _records_read() -> int:
     return int(sum(s.value for m in metrics.INPUT_RECORDS.collect() for s in m.samples if s.name.endswith("_total")))
 
 
-def _clock(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000)) if ms else "-"
+def _clock(ms: int, tz: str) -> str:
+    """Event time in the site's local time, as the merchant reads it.
+
+    >>> _clock(1_763_870_400_000, "Asia/Shanghai")
+    '2025-11-23 12:00 Asia/Shanghai'
+    """
+    if not ms:
+        return "-"
+    local = datetime.fromtimestamp(ms / 1000, ZoneInfo(tz))
+    return f"{local:%Y-%m-%d %H:%M} {tz}"
 
 
 def _live_view(tally: Tally, catalog: Catalog, elapsed: float) -> None:
@@ -186,7 +198,8 @@ def _live_view(tally: Tally, catalog: Catalog, elapsed: float) -> None:
         clock, dead = tally.clock_ms, sum(tally.dead.values())
     read = _records_read()
     lines = [
-        f"storepulse demo  event time {_clock(clock)}  wall {elapsed:5.1f} s  "
+        f"storepulse demo  event time {_clock(clock, catalog.tz_of_site(_first_site(catalog)))}  "
+        f"wall {elapsed:5.1f} s  "
         f"read {read:,} ({read / max(elapsed, 1e-9):,.0f}/s)  dead-lettered {dead:,}",
         f"{'store':<18} {'devices/min':>11} {'inside':>7} {'visits':>7}",
     ]
@@ -201,9 +214,7 @@ def _live_view(tally: Tally, catalog: Catalog, elapsed: float) -> None:
     sys.stdout.flush()
 
 
-def _summary(
-    tally: Tally, catalog: Catalog, client: Any, elapsed: float, port: int | None, out: Any, url: str
-) -> None:
+def _summary(tally: Tally, catalog: Catalog, client: Any, elapsed: float, port: int | None, out: Any, url: str) -> None:
     from state.footfall import FootfallStore
 
     store_reader = FootfallStore(client)
