@@ -2,19 +2,42 @@
 
 A device heard at a store's sensor at or above the sensor's ``visit_rssi`` is inside
 the store at that second (``flows.footfall`` lets only the loudest sensor of the second
-count). Its inside-seconds form one visit while no gap exceeds the visit timeout and it
-was not inside another store in between (on two probes or more: one is radio noise); a
-visit ends once event time has passed its last second plus the timeout. Segmenting the
-set of seconds (rather than extending a visit as sightings arrive) makes the result
-independent of the order in which sightings are read.
+count, and records where the device was every second it was heard). Seconds within
+``BURST_S`` (2 s) of the one before are one probe burst: an active scan sweeps the
+channels in about a second, so one scan can be heard in two consecutive seconds.
+
+Segments. A device's inside-seconds at a store form one visit while, between two of them,
+
+- it was not inside another store on ``ELSEWHERE_PROBES`` (2) bursts or more (one is
+  radio noise; a burst counts where its first second was), and
+- the gap is at most the visit timeout, or the device was heard nowhere in the gap and
+  the gap is at most its silence limit: ``SILENT_INTERVALS`` (10) of its mean probe
+  intervals, if that is longer than the timeout (at most an hour). A phone that stays
+  goes that long without a probe with probability e^-10; a slow prober (one probe
+  every two minutes, say) is often silent for longer than a 600 s timeout. The mean
+  interval is the mean gap between burst starts over the hour up to the gap, counting
+  gaps no longer than the timeout (longer ones are taken for time out of range), and
+  needs ``MIN_INTERVALS`` (3) of them. A randomised MAC's limit is the timeout: a
+  randomised MAC that falls silent has usually rotated.
+
+A visit is closed once event time has passed its last second plus the timeout (so the
+probes that bound it are in) and no later second can join it: the next inside second
+does not, or there is none yet and either the device has been heard elsewhere since or
+its silence limit has passed. Each decision uses only seconds up to then, all in closed
+minutes, so the result does not depend on the order in which sightings are read or on
+how often visits are closed.
 
 Dwell. A visit starts between the last probe heard outside the store (in the corridor,
 in another store, or too weak at the storefront) and the first probe inside; the
 midpoint is the estimate, and likewise at the end. Where the device was not heard
 outside within the timeout, the Poisson estimate stands in: with ``n`` probe seconds
 over a stay ``T``, ``E[last - first] = T (n-1)/(n+1)`` (order statistics of uniform
-points), so one mean probe interval, ``(last - first)/(n-1)``, is added at that end.
-A visit is counted when the estimated dwell reaches the store's minimum dwell.
+points), so one mean probe interval, ``(last - first)/(n-1)``, is added at that end
+(a single probe has none: without outside probes on both sides it is not a visit).
+A visit is counted when the estimated dwell reaches the store's minimum dwell, unless
+it is one burst whose nearest outside probes before and after were both inside the same
+other store: that is the other store's visit heard loudest here once, radio noise, as
+one burst elsewhere does not end a visit.
 
 Randomised MACs rotate. When a randomised device's visit ends and, within the visit
 timeout, a randomised device with the same frame fingerprint appears at the same store
@@ -38,6 +61,9 @@ from dataclasses import dataclass, field
 
 STITCH_MAX_SEQ_STEP = 256
 ELSEWHERE_PROBES = 2
+BURST_S = 2
+SILENT_INTERVALS = 10
+MIN_INTERVALS = 3
 PLACEMENT_KEPT_S = 3600
 
 
@@ -62,18 +88,67 @@ class ClosedVisit:
 Placements = list[tuple[int, str | None]]  # (second, store the device was inside or None)
 
 
+def _second(mark: tuple[int, str | None]) -> int:
+    return mark[0]
+
+
 def _inside_elsewhere(marks: Placements, store_id: str, after: int, before: int) -> bool:
     """Was the device inside a store other than ``store_id`` strictly between two seconds,
-    on at least ``ELSEWHERE_PROBES`` probes (one alone is taken for radio noise)?"""
-    i = bisect.bisect_right(marks, after, key=lambda m: m[0])
+    on at least ``ELSEWHERE_PROBES`` bursts (one alone is taken for radio noise)? A burst
+    is placed where its first second was."""
+    i = bisect.bisect_right(marks, after, key=_second)
+    prev = marks[i - 1][0] if i else None
     seen = 0
     while i < len(marks) and marks[i][0] < before:
-        if marks[i][1] is not None and marks[i][1] != store_id:
+        second, store = marks[i]
+        if store is not None and store != store_id and (prev is None or second - prev > BURST_S):
             seen += 1
             if seen >= ELSEWHERE_PROBES:
                 return True
+        prev = second
         i += 1
     return False
+
+
+def _silent(marks: Placements, after: int, before: int) -> bool:
+    """Was the device heard nowhere strictly between two seconds?"""
+    i = bisect.bisect_right(marks, after, key=_second)
+    return i == len(marks) or marks[i][0] >= before
+
+
+def bursts(seconds: list[int]) -> int:
+    """Probe bursts among ascending seconds: a second within ``BURST_S`` of the one before
+    it belongs to the same burst (an active scan sweeps the channels in about a second,
+    so one scan can be heard in two consecutive seconds).
+
+    >>> bursts([10, 11, 12, 60, 63])
+    3
+    """
+    return sum(1 for i, s in enumerate(seconds) if i == 0 or s - seconds[i - 1] > BURST_S)
+
+
+def mean_interval(marks: Placements, until: int, timeout_s: int) -> float | None:
+    """A device's mean time between probe bursts over the hour up to ``until``, from where
+    it was heard (``marks``): the mean of the gaps between burst starts no longer than
+    the timeout (a longer one is taken for time out of range), or None with fewer than
+    ``MIN_INTERVALS`` such gaps.
+
+    >>> mean_interval([(0, None), (1, None), (40, "S1"), (100, "S1"), (130, None), (900, None)], 900, 600)
+    43.333333333333336
+    """
+    i = bisect.bisect_left(marks, until - PLACEMENT_KEPT_S, key=_second)
+    prev = start = None
+    total = n = 0
+    while i < len(marks) and marks[i][0] <= until:
+        second = marks[i][0]
+        if prev is None or second - prev > BURST_S:
+            if start is not None and second - start <= timeout_s:
+                total += second - start
+                n += 1
+            start = second
+        prev = second
+        i += 1
+    return total / n if n >= MIN_INTERVALS else None
 
 
 @dataclass
@@ -92,6 +167,7 @@ class Track:
     seconds: list[int] = field(default_factory=list)
     seqs: dict[int, tuple[int, int]] = field(default_factory=dict)
     scanned: int = 1
+    silence: tuple[int, int] = (-1, 0)  # (second, silence limit after it), memoised
 
     def add(self, second: int, seq: int | None) -> None:
         secs = self.seconds
@@ -105,27 +181,50 @@ class Track:
             lo, hi = self.seqs.get(second, (seq, seq))
             self.seqs[second] = (min(lo, seq), max(hi, seq))
 
+    def silence_limit(self, marks: Placements, second: int) -> int:
+        """How long the device may go unheard after ``second`` and still be inside: the
+        timeout, or ``SILENT_INTERVALS`` of its mean probe intervals up to then if that is
+        longer (a device that stays probes in that time but with probability e^-10),
+        at most ``PLACEMENT_KEPT_S``. Depends only on where it was heard up to ``second``.
+        A randomised MAC that falls silent has usually rotated (stitching follows the
+        phone to its new MAC), so its limit is the timeout."""
+        if self.silence[0] != second:
+            timeout = self.rule.timeout_s
+            mean = None if self.randomized else mean_interval(marks, second, timeout)
+            limit = timeout if mean is None else min(PLACEMENT_KEPT_S, max(timeout, int(SILENT_INTERVALS * mean)))
+            self.silence = (second, limit)
+        return self.silence[1]
+
+    def joins(self, marks: Placements, store_id: str, prev: int, second: int) -> bool:
+        """Do inside-seconds ``prev`` < ``second`` belong to one visit? Not if the device was
+        inside another store in between, nor after a gap longer than the timeout, unless
+        it was heard nowhere in that gap and the gap is within its silence limit."""
+        if second - prev > self.rule.timeout_s:
+            return _silent(marks, prev, second) and second - prev <= self.silence_limit(marks, prev)
+        return not _inside_elsewhere(marks, store_id, prev, second)
+
     def first_segment_end(self, horizon_s: int | None, store_id: str, marks: Placements) -> int | None:
         """Index just past the first segment if it has ended before ``horizon_s`` (None:
-        the input has ended, so it has), else None. A segment ends at a gap longer than
-        the timeout, or where the device was inside another store in between."""
-        secs, timeout = self.seconds, self.rule.timeout_s
+        the input has ended, so it has), else None. It has ended once its next second
+        does not join it (``joins``) or, with no next second, once no later second could,
+        and the timeout after its last second has passed (so its bounding probes are in)."""
+        secs = self.seconds
         i = self.scanned
-        while i < len(secs) and secs[i] - secs[i - 1] <= timeout:
-            if horizon_s is not None and secs[i] >= horizon_s:
-                break
-            if _inside_elsewhere(marks, store_id, secs[i - 1], secs[i]):
+        while i < len(secs) and (horizon_s is None or secs[i] < horizon_s):
+            if not self.joins(marks, store_id, secs[i - 1], secs[i]):
                 break
             i += 1
         self.scanned = max(1, i)
-        ended = (
-            i == len(secs)
-            or secs[i] - secs[i - 1] > timeout
-            or _inside_elsewhere(marks, store_id, secs[i - 1], secs[i])
-        )
-        if ended and (horizon_s is None or secs[i - 1] + timeout < horizon_s):
+        if horizon_s is None:
             return i
-        return None
+        last = secs[i - 1]
+        if last + self.rule.timeout_s >= horizon_s:
+            return None
+        if i < len(secs) and secs[i] < horizon_s:
+            return i
+        if _silent(marks, last, horizon_s) and last + self.silence_limit(marks, last) >= horizon_s:
+            return None  # unheard since: it may still be inside
+        return i
 
     def pop_first(self, end: int) -> list[int]:
         segment = self.seconds[:end]
@@ -231,28 +330,38 @@ class VisitTracker:
             if marks[-1][0] < keep_from:
                 del self.placements[device]
             elif marks[0][0] < keep_from:
-                del marks[: bisect.bisect_left(marks, keep_from, key=lambda m: m[0])]
+                del marks[: bisect.bisect_left(marks, keep_from, key=_second)]
 
-    def _outside(self, device: int, store_id: str, second: int, direction: int, timeout_s: int) -> int | None:
-        """The nearest second before (direction -1) or after (+1) ``second``, within the
-        timeout, at which the device was heard but not inside ``store_id``."""
+    def _outside(
+        self, device: int, store_id: str, second: int, direction: int, timeout_s: int
+    ) -> tuple[int, str | None] | None:
+        """The nearest (second, place) before (direction -1) or after (+1) ``second``,
+        within the timeout, at which the device was heard but not inside ``store_id``."""
         marks = self.placements.get(device, [])
-        i = bisect.bisect_left(marks, second, key=lambda m: m[0])
+        i = bisect.bisect_left(marks, second, key=_second)
         i = i - 1 if direction < 0 else i
         while 0 <= i < len(marks) and abs(marks[i][0] - second) <= timeout_s:
             if marks[i][1] != store_id and marks[i][0] != second:
-                return marks[i][0]
+                return marks[i]
             i += direction
         return None
 
     def _visit(self, key: tuple[str, int], track: Track, seg: list[int]) -> ClosedVisit | None:
         store_id, device = key
         timeout = track.rule.timeout_s
-        gap = (seg[-1] - seg[0]) / (len(seg) - 1) if len(seg) > 1 else None  # mean probe interval
         before = self._outside(device, store_id, seg[0], -1, timeout)
         after = self._outside(device, store_id, seg[-1], +1, timeout)
-        start = (before + seg[0]) / 2 if before is not None else (seg[0] - gap if gap is not None else None)
-        end = (seg[-1] + after) / 2 if after is not None else (seg[-1] + gap if gap is not None else None)
+        if (
+            before is not None
+            and after is not None
+            and before[1] is not None
+            and before[1] == after[1]
+            and bursts(seg) < ELSEWHERE_PROBES
+        ):
+            return None  # one burst heard loudest here while inside another store: radio noise
+        gap = (seg[-1] - seg[0]) / (len(seg) - 1) if len(seg) > 1 else None  # mean probe interval
+        start = (before[0] + seg[0]) / 2 if before is not None else (seg[0] - gap if gap is not None else None)
+        end = (seg[-1] + after[0]) / 2 if after is not None else (seg[-1] + gap if gap is not None else None)
         if start is None or end is None or end - start < track.rule.min_dwell_s:
             return None
         return ClosedVisit(store_id, device, round(start * 1000), round(end * 1000), end - start, track.randomized)

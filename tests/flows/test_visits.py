@@ -1,0 +1,138 @@
+"""Visit rules of ``flows.visits``, table style: where one device was heard each second in,
+visits out (start, end, dwell; seconds). Expected values are worked out by hand in the
+comments from the rules in the module docstring; nothing here calls the code under test
+to compute them.
+
+Shared facts: rule = 120 s minimum dwell, 600 s timeout. A visit's start is the midpoint
+between its first inside second and the nearest probe heard outside before it (within the
+timeout), else its first second minus its mean probe interval ((last - first)/(n - 1));
+likewise at the end.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.visits import Rule, VisitTracker
+
+RULE = Rule(min_dwell_s=120, timeout_s=600)
+Heard = list[tuple[int, str | None]]  # (second, store the device was inside, or None)
+
+
+def feed(tracker: VisitTracker, heard: Heard, *, device: int = 1, randomized: bool = False) -> None:
+    for second, store in heard:
+        tracker.heard(device, second, store)
+        if store is not None:
+            tracker.add(store, device, second * 1000, randomized, 0, None, RULE)
+
+
+def visits(heard: Heard, *, randomized: bool = False, every_s: int | None = None) -> list[tuple]:
+    """Visits of one device as (store, start, end, dwell) in seconds. ``every_s``: close
+    as event time passes each multiple of it (as minutes close), not once at the end."""
+    t = VisitTracker()
+    out = []
+    if every_s is None:
+        feed(t, heard, randomized=randomized)
+    else:
+        last = heard[-1][0]
+        for horizon in range(every_s, last + every_s + 1, every_s):
+            feed(t, [h for h in heard if horizon - every_s <= h[0] < horizon], randomized=randomized)
+            out += t.close(horizon_ms=horizon * 1000)
+    out += t.close(horizon_ms=None)
+    return sorted((v.store_id, v.start_ts / 1000, v.end_ts / 1000, v.dwell_s) for v in out)
+
+
+def inside(store: str, *seconds: int) -> Heard:
+    return [(s, store) for s in seconds]
+
+
+def corridor(*seconds: int) -> Heard:
+    return [(s, None) for s in seconds]
+
+
+EVERY_30 = tuple(range(0, 301, 30))  # 0, 30, ..., 300: 11 probes, 30 s apart
+LATER_30 = tuple(range(330, 631, 30))  # 330, ..., 630: 11 more
+
+BURSTS = [
+    # In S1 every 30 s; in between, S2's sensor hears it loudest at 310 and 311: one burst
+    # (seconds within 2 s are one scan), so not inside elsewhere on two probes: one visit.
+    # 0..630 in 22 probes, mean interval 30, nothing heard outside: -30 .. 660. (The S2
+    # second is one burst between S1 probes: noise, no S2 visit.)
+    ("one burst in two seconds", inside("S1", *EVERY_30) + inside("S2", 310, 311) + inside("S1", *LATER_30),
+     [("S1", -30.0, 660.0, 690.0)]),
+    # Two bursts at S2 (310, 320): the visit ends. First: ends between 300 and 310 (305),
+    # starts 30 s before 0. Second: starts between 320 and 330 (325), ends 30 s after 630.
+    # S2's two bursts: (300 + 310)/2 = 305 .. (320 + 330)/2 = 325, 20 s, too short.
+    ("two bursts elsewhere end it", inside("S1", *EVERY_30) + inside("S2", 310, 320) + inside("S1", *LATER_30),
+     [("S1", -30.0, 305.0, 335.0), ("S1", 325.0, 660.0, 335.0)]),
+]
+
+SILENCE = [
+    # A stable phone probing every 100 s (three intervals of 100 s: mean 100) goes unheard
+    # for 800 s, more than the 600 s timeout but within 10 mean intervals (1000 s), then
+    # is inside again: one visit. 0..1200 in 6 probes: mean interval 240; -240 .. 1440.
+    ("silent 800 s after 100 s probing", inside("S1", 0, 100, 200, 300, 1100, 1200),
+     [("S1", -240.0, 1440.0, 1680.0)]),
+    # Heard in the corridor at 700 in that gap: the gap is not silent, so the timeout ends
+    # the visit. First: -100 (mean interval 100) .. (300 + 700)/2 = 500. Second:
+    # (700 + 1100)/2 = 900 .. 1200 + 100 = 1300.
+    ("heard elsewhere in the gap", inside("S1", 0, 100, 200, 300) + corridor(700) + inside("S1", 1100, 1200),
+     [("S1", -100.0, 500.0, 600.0), ("S1", 900.0, 1300.0, 400.0)]),
+    # Silent for 1100 s, more than 10 mean intervals: two visits, -100..400 and 1300..1600.
+    ("silent longer than 10 intervals", inside("S1", 0, 100, 200, 300, 1400, 1500),
+     [("S1", -100.0, 400.0, 500.0), ("S1", 1300.0, 1600.0, 300.0)]),
+    # Only two intervals before the silence: too few to estimate, the timeout stands.
+    # -100..300 and 900..1300 (mean interval 100 each).
+    ("too few intervals to estimate", inside("S1", 0, 100, 200, 1000, 1100, 1200),
+     [("S1", -100.0, 300.0, 400.0), ("S1", 900.0, 1300.0, 400.0)]),
+]
+
+NOISE = [
+    # In S2 (0, 60, 120 and 480, 540); one probe at 300 heard loudest at S1, with S2 the
+    # nearest place before and after it: radio noise, no S1 visit. One S2 burst does not
+    # end the S2 visit: 0..540 in 5 probes, mean interval 135: -135 .. 675.
+    ("one burst between probes in one other store",
+     inside("S2", 0, 60, 120) + inside("S1", 300) + inside("S2", 480, 540),
+     [("S2", -135.0, 675.0, 810.0)]),
+    # Corridor after it instead: an S1 visit (120 + 300)/2 = 210 .. (300 + 480)/2 = 390;
+    # S2's visit ends at (120 + 300)/2 = 210 and starts 60 s before 0.
+    ("one burst, then the corridor", inside("S2", 0, 60, 120) + inside("S1", 300) + corridor(480),
+     [("S1", 210.0, 390.0, 180.0), ("S2", -60.0, 210.0, 270.0)]),
+    # Two bursts at S1 (300, 310): a visit 210 .. (310 + 480)/2 = 395, and they end the S2
+    # visit: -60 .. 210, then (310 + 480)/2 = 395 .. 540 + 60 = 600.
+    ("two bursts between probes in one other store",
+     inside("S2", 0, 60, 120) + inside("S1", 300, 310) + inside("S2", 480, 540),
+     [("S1", 210.0, 395.0, 185.0), ("S2", -60.0, 210.0, 270.0), ("S2", 395.0, 600.0, 205.0)]),
+]
+
+
+TABLE = BURSTS + SILENCE + NOISE
+
+
+@pytest.mark.parametrize(("case", "heard", "expected"), TABLE, ids=[c[0] for c in TABLE])
+def test_visit_rules(case: str, heard: Heard, expected: list[tuple]) -> None:
+    heard = sorted(heard)
+    assert visits(heard) == expected
+    # the same whether closed once at the end or minute by minute as event time passes
+    assert visits(heard, every_s=60) == expected
+
+
+def test_a_randomised_mac_that_falls_silent_has_the_timeout_only() -> None:
+    # As "silent 800 s after 100 s probing", but a randomised MAC: it has probably rotated,
+    # so the 600 s timeout ends the visit: -100..400 and 1000..1300 (mean interval 100).
+    heard = inside("S1", 0, 100, 200, 300, 1100, 1200)
+    assert visits(heard, randomized=True) == [("S1", -100.0, 400.0, 500.0), ("S1", 1000.0, 1300.0, 300.0)]
+
+
+def test_a_silent_visit_closes_only_once_its_silence_limit_has_passed() -> None:
+    # Probing every 100 s until 300, then nothing: the silence limit is 1000 s, so the visit
+    # is still open at 1300 (it could still go on) and closes once event time is past it.
+    t = VisitTracker()
+    feed(t, inside("S1", 0, 100, 200, 300))
+    assert t.close(horizon_ms=1_300_000) == []
+    assert [(v.start_ts, v.end_ts) for v in t.close(horizon_ms=1_302_000)] == [(-100_000, 400_000)]
+    # Heard in the corridor at 500: the silence is broken, the timeout (600 s after 300) rules.
+    t = VisitTracker()
+    feed(t, inside("S1", 0, 100, 200, 300) + corridor(500))
+    assert t.close(horizon_ms=900_000) == []
+    assert [(v.start_ts, v.end_ts) for v in t.close(horizon_ms=902_000)] == [(-100_000, 400_000)]
