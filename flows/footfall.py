@@ -13,9 +13,11 @@ Writes, as event time passes each minute (watermark minus the allowed lateness):
 - ``DeadLetter`` (reason ``late``) for a record whose minute was already closed.
 
 State per site: the event clock, the open minutes, the rolling distinct counters, the
-open visit tracks, the last 36 hours of store-hours, stable devices' last visit day per
-store (30 days, for new vs returning; randomised MACs are always new) and the
-transaction ids of the last day (duplicates are dropped and counted). All of it expires.
+open visit tracks (with where each device was heard from an hour before them, and the
+walks between stores measured then), the last 36 hours of store-hours, stable devices'
+last visit day per store (30 days, for new vs returning; randomised MACs are always
+new) and the transaction ids of the last day (duplicates are dropped and counted). All
+of it expires.
 
 Guarantee: state is exactly-once through bytewax snapshots; outputs are absolute values
 or carry event-time keys, so the replay after a restart rewrites the same values.
@@ -145,14 +147,15 @@ class SiteFootfall:
         sensor's report of the minute is in, so it does not depend on arrival order."""
         for key in sorted(minute.loudest):
             s = minute.loudest[key]
-            sensor = catalog.sensor(s.sensor_id) if s.store_id is not None else None
-            if sensor is None or s.rssi < sensor.visit_rssi:
+            store_id = s.store_id
+            sensor = catalog.sensor(s.sensor_id) if store_id is not None else None
+            if store_id is None or sensor is None or s.rssi < sensor.visit_rssi:
                 self.visits.heard(s.device, key[1], None)
                 continue
-            self.visits.heard(s.device, key[1], s.store_id)
             rule = Rule(sensor.min_dwell_s, sensor.visit_timeout_s)
-            self.visits.add(s.store_id, s.device, s.ts, s.randomized, s.fingerprint, s.seq, rule)
-            minute.inside.setdefault(s.store_id, set()).add(s.device)
+            self.visits.heard(s.device, key[1], store_id, rule.timeout_s)
+            self.visits.add(store_id, s.device, s.ts, s.randomized, s.fingerprint, s.seq, rule)
+            minute.inside.setdefault(store_id, set()).add(s.device)
 
     def _scopes(self, zone: str, store_id: str | None) -> tuple[Scope, ...]:
         site_scope = ("mall", self.site)

@@ -28,16 +28,26 @@ minutes, so the result does not depend on the order in which sightings are read 
 how often visits are closed.
 
 Dwell. A visit starts between the last probe heard outside the store (in the corridor,
-in another store, or too weak at the storefront) and the first probe inside; the
-midpoint is the estimate, and likewise at the end. Where the device was not heard
-outside within the timeout, the Poisson estimate stands in: with ``n`` probe seconds
-over a stay ``T``, ``E[last - first] = T (n-1)/(n+1)`` (order statistics of uniform
-points), so one mean probe interval, ``(last - first)/(n-1)``, is added at that end
-(a single probe has none: without outside probes on both sides it is not a visit).
-A visit is counted when the estimated dwell reaches the store's minimum dwell, unless
-it is one burst whose nearest outside probes before and after were both inside the same
-other store: that is the other store's visit heard loudest here once, radio noise, as
-one burst elsewhere does not end a visit.
+in another store, or too weak at the storefront) and the first probe inside, and ends
+between the last probe inside and the next one outside (``crossing``). Probes come at
+random times, so on its own the crossing is uniform over that gap (the midpoint). But
+the time between stores is a short walk, and the site measures it: when a device that
+stayed in one store (two bursts or more) is heard on two bursts in another, with only
+probes outside any store in between and no gap over the timeout, the ``N`` bursts heard
+outside in between times the device's mean probe interval estimate the walk (Poisson
+thinning, ``E[N] = C / interval``; walks heard on no probe count as 0); their mean over
+the hour before the visit, from ``MIN_WALKS`` (20) walks on, is the site's mean walk
+``c``. With walks ``Exp(c)``: from a corridor probe the crossing is the rest of the walk
+(memoryless), cut at the gap; from a probe inside another store the device first left
+that store (uniformly) and then walked over. The posterior mean is the estimate.
+Where the device was not heard outside within the timeout, the Poisson estimate stands
+in: with ``n`` probe seconds over a stay ``T``, ``E[last - first] = T (n-1)/(n+1)``
+(order statistics of uniform points), so one mean probe interval of the visit,
+``(last - first)/(n-1)``, is added at that end (a single probe has none: without outside
+probes on both sides it is not a visit). A visit is counted when the estimated dwell
+reaches the store's minimum dwell, unless it is one burst whose nearest outside probes
+before and after were both inside the same other store: that is the other store's visit
+heard loudest here once, radio noise, as one burst elsewhere does not end a visit.
 
 Randomised MACs rotate. When a randomised device's visit ends and, within the visit
 timeout, a randomised device with the same frame fingerprint appears at the same store
@@ -57,6 +67,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
 from dataclasses import dataclass, field
 
 STITCH_MAX_SEQ_STEP = 256
@@ -64,6 +75,7 @@ ELSEWHERE_PROBES = 2
 BURST_S = 2
 SILENT_INTERVALS = 10
 MIN_INTERVALS = 3
+MIN_WALKS = 20
 PLACEMENT_KEPT_S = 3600
 
 
@@ -149,6 +161,73 @@ def mean_interval(marks: Placements, until: int, timeout_s: int) -> float | None
         prev = second
         i += 1
     return total / n if n >= MIN_INTERVALS else None
+
+
+def walk_bursts(marks: Placements, timeout_s: int) -> int | None:
+    """If the device's last mark is the second burst of a stay inside a store that came
+    straight after a stay of two bursts or more inside another store (only probes
+    outside any store in between, no gap over the timeout), the number of bursts heard
+    outside in between; else None. Stays of one burst are radio noise, as elsewhere.
+
+    >>> walk_bursts([(0, "A"), (30, "A"), (60, None), (61, None), (90, None), (120, "B"), (150, "B")], 600)
+    2
+    >>> walk_bursts([(0, "A"), (60, None), (120, "B"), (150, "B")], 600) is None   # one burst in A
+    True
+    """
+
+    def starts_burst(j: int) -> bool:
+        return j == 0 or marks[j][0] - marks[j - 1][0] > BURST_S
+
+    i = len(marks) - 1
+    store = marks[i][1]
+    if store is None or not starts_burst(i):
+        return None
+    seen, first, j = 1, i, i - 1  # bursts of this stay, where its first one starts
+    while j >= 0 and marks[j][1] in (store, None):
+        if marks[j + 1][0] - marks[j][0] > timeout_s:
+            return None
+        if marks[j][1] == store and starts_burst(j):
+            seen, first = seen + 1, j
+            if seen > 2:
+                return None  # confirmed before
+        j -= 1
+    if seen != 2 or j < 0 or marks[j + 1][0] - marks[j][0] > timeout_s:
+        return None
+    other, before, k = marks[j][1], 0, j
+    while k >= 0 and marks[k][1] in (other, None) and before < 2:
+        before += marks[k][1] == other and starts_burst(k)
+        if k and marks[k][0] - marks[k - 1][0] > timeout_s:
+            break
+        k -= 1
+    if before < 2:
+        return None
+    return sum(1 for m in range(j + 1, first) if marks[m][1] is None and starts_burst(m))
+
+
+def crossing(gap_s: float, outside: str | None, walk_s: float | None) -> float:
+    """How long after an outside probe a device crossed a store's door, estimated, when
+    its nearest inside probe came ``gap_s`` later (the same backwards from an outside
+    probe after a visit). ``outside``: the store it was in at that probe (None: not in a
+    store); ``walk_s``: the site's mean walk between stores (None: unknown).
+
+    Probes come at random times, so without more knowledge the crossing is uniform over
+    the gap: the midpoint. With walks exponential with mean ``c``: from the corridor the
+    rest of the walk is (memoryless) ``Exp(c)``, cut at the gap; from another store the
+    device first left it (uniform) and then walked ``C``, with density ``(gap - C)
+    e^(-C/c)``, and the crossing is ``(gap + E[C])/2`` on average. Posterior means:
+
+    >>> [round(crossing(60, None, None), 2), round(crossing(60, None, 20), 2), round(crossing(60, "S2", 20), 2)]
+    [30.0, 16.86, 36.09]
+    """
+    if walk_s is None:
+        return gap_s / 2
+    if walk_s <= 0:
+        return 0.0 if outside is None else gap_s / 2
+    u = gap_s / walk_s
+    if outside is None:
+        return walk_s - gap_s / math.expm1(u) if u < 700 else walk_s
+    em = math.expm1(-u)  # e^-u - 1
+    return (gap_s + walk_s * (2 * u + (u + 2) * em) / (u + em)) / 2
 
 
 @dataclass
@@ -240,6 +319,12 @@ class VisitTracker:
         self.tracks: dict[tuple[str, int], Track] = {}
         # device -> where it was each second it was heard, ascending
         self.placements: dict[int, Placements] = {}
+        # minute -> [sum of walk estimates (outside bursts x mean interval), walks] measured then
+        self.walks: dict[int, list[float]] = {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("walks", {})  # a snapshot from before walks were measured
 
     def add(
         self,
@@ -258,14 +343,37 @@ class VisitTracker:
             track = self.tracks[key] = Track(randomized, fingerprint, rule)
         track.add(ts_ms // 1000, seq)
 
-    def heard(self, device: int, second: int, store_id: str | None) -> None:
+    def heard(self, device: int, second: int, store_id: str | None, timeout_s: int | None = None) -> None:
         """Record where a device was each second it was heard (``store_id`` None: not
-        inside any store). Seconds must come in ascending order per device."""
+        inside any store; ``timeout_s``: that store's visit timeout). Seconds must come in
+        ascending order per device. A walk between two stores that this second confirms
+        (``walk_bursts``) is measured: outside bursts times the device's mean interval
+        (Poisson thinning: ``E[N] = C / interval``, so the mean of these is the mean walk
+        ``C``, walks without a probe included)."""
         marks = self.placements.get(device)
         if marks is None:
-            self.placements[device] = [(second, store_id)]
-        else:
-            marks.append((second, store_id))
+            marks = self.placements[device] = []
+        marks.append((second, store_id))
+        if store_id is None or timeout_s is None:
+            return
+        n = walk_bursts(marks, timeout_s)
+        mean = mean_interval(marks, second, timeout_s) if n is not None else None
+        if n is not None and mean is not None:
+            walks = self.walks.setdefault(second // 60, [0.0, 0])
+            walks[0] += n * mean
+            walks[1] += 1
+
+    def walk_mean(self, second: int) -> float | None:
+        """The mean walk between stores measured in the hour before ``second``'s minute,
+        or None with fewer than ``MIN_WALKS`` walks."""
+        total, n = 0.0, 0
+        minute = second // 60
+        for m in range(minute - PLACEMENT_KEPT_S // 60, minute):
+            w = self.walks.get(m)
+            if w is not None:
+                total += w[0]
+                n += int(w[1])
+        return total / n if n >= MIN_WALKS else None
 
     def inside_since(self, store_id: str, device: int) -> int | None:
         """First open inside-second of a device at a store, or None."""
@@ -324,6 +432,9 @@ class VisitTracker:
             first = track.seconds[0]
             if first < oldest.get(device, horizon_s):
                 oldest[device] = first
+        keep_minute = (min(oldest.values(), default=horizon_s) - PLACEMENT_KEPT_S) // 60
+        for minute in [m for m in self.walks if m < keep_minute]:
+            del self.walks[minute]
         for device in list(self.placements):
             marks = self.placements[device]
             keep_from = oldest.get(device, horizon_s) - PLACEMENT_KEPT_S
@@ -360,8 +471,15 @@ class VisitTracker:
         ):
             return None  # one burst heard loudest here while inside another store: radio noise
         gap = (seg[-1] - seg[0]) / (len(seg) - 1) if len(seg) > 1 else None  # mean probe interval
-        start = (before[0] + seg[0]) / 2 if before is not None else (seg[0] - gap if gap is not None else None)
-        end = (seg[-1] + after[0]) / 2 if after is not None else (seg[-1] + gap if gap is not None else None)
+        walk = self.walk_mean(seg[0]) if before is not None or after is not None else None
+        if before is not None:
+            start: float | None = before[0] + crossing(seg[0] - before[0], before[1], walk)
+        else:
+            start = seg[0] - gap if gap is not None else None
+        if after is not None:
+            end: float | None = after[0] - crossing(after[0] - seg[-1], after[1], walk)
+        else:
+            end = seg[-1] + gap if gap is not None else None
         if start is None or end is None or end - start < track.rule.min_dwell_s:
             return None
         return ClosedVisit(store_id, device, round(start * 1000), round(end * 1000), end - start, track.randomized)

@@ -11,9 +11,11 @@ likewise at the end.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from flows.visits import Rule, VisitTracker
+from flows.visits import Rule, VisitTracker, crossing, walk_bursts
 
 RULE = Rule(min_dwell_s=120, timeout_s=600)
 Heard = list[tuple[int, str | None]]  # (second, store the device was inside, or None)
@@ -21,7 +23,7 @@ Heard = list[tuple[int, str | None]]  # (second, store the device was inside, or
 
 def feed(tracker: VisitTracker, heard: Heard, *, device: int = 1, randomized: bool = False) -> None:
     for second, store in heard:
-        tracker.heard(device, second, store)
+        tracker.heard(device, second, store, RULE.timeout_s if store is not None else None)
         if store is not None:
             tracker.add(store, device, second * 1000, randomized, 0, None, RULE)
 
@@ -136,3 +138,86 @@ def test_a_silent_visit_closes_only_once_its_silence_limit_has_passed() -> None:
     feed(t, inside("S1", 0, 100, 200, 300) + corridor(500))
     assert t.close(horizon_ms=900_000) == []
     assert [(v.start_ts, v.end_ts) for v in t.close(horizon_ms=902_000)] == [(-100_000, 400_000)]
+
+
+WALKS = [
+    # (marks, outside bursts of the walk the last mark confirms, or None)
+    # Two bursts in A, a walk heard twice (60 and 61 are one burst, then 90), two in B.
+    ([(0, "A"), (30, "A"), (60, None), (61, None), (90, None), (120, "B"), (150, "B")], 2),
+    # No probe on the way: a walk of 0 bursts (it counts: walks too short to be heard).
+    ([(0, "A"), (30, "A"), (60, "B"), (90, "B")], 0),
+    # A weak second inside B (130) is not part of the walk: 1 burst (60).
+    ([(0, "A"), (30, "A"), (60, None), (120, "B"), (130, None), (150, "B")], 1),
+    # The first burst in B does not confirm the stay yet; the third has been counted.
+    ([(0, "A"), (30, "A"), (60, None), (120, "B")], None),
+    ([(0, "A"), (30, "A"), (60, None), (120, "B"), (150, "B"), (180, "B")], None),
+    # One burst in A (0 and 1 are one burst) is radio noise, not a stay.
+    ([(0, "A"), (1, "A"), (60, None), (120, "B"), (150, "B")], None),
+    # One burst in C between A and B: the stay before B is C's, too short.
+    ([(0, "A"), (30, "A"), (60, "C"), (90, None), (120, "B"), (150, "B")], None),
+    # A gap over the 600 s timeout on the way: out of range, not a measurable walk.
+    ([(0, "A"), (30, "A"), (700, None), (760, "B"), (790, "B")], None),
+]
+
+
+@pytest.mark.parametrize(("marks", "expected"), WALKS)
+def test_walks_between_stores(marks: list[tuple[int, str | None]], expected: int | None) -> None:
+    assert walk_bursts(marks, 600) == expected
+
+
+def posterior_mean(gap: float, outside: str | None, walk: float) -> float:
+    """The crossing's posterior mean by numerical integration (midpoint rule), from the
+    model stated in ``crossing``'s docstring, not from its closed form."""
+    steps = 4000
+    h = gap / steps
+    num = den = 0.0
+    for i in range(steps):
+        c = (i + 0.5) * h  # the walk (corridor: what is left of it)
+        if outside is None:
+            weight, mean = math.exp(-c / walk), c
+        else:  # left the other store uniformly over (0, gap - c), then walked c
+            weight, mean = (gap - c) * math.exp(-c / walk), (gap - c) / 2 + c
+        num += weight * mean
+        den += weight
+    return num / den
+
+
+@pytest.mark.parametrize(("gap", "outside", "walk"), [(60, None, 30), (30, "S2", 30), (600, None, 30), (5, "S2", 40)])
+def test_crossing_is_the_posterior_mean(gap: float, outside: str | None, walk: float) -> None:
+    assert crossing(gap, outside, walk) == pytest.approx(posterior_mean(gap, outside, walk), abs=0.01)
+    assert crossing(gap, outside, None) == gap / 2
+
+
+def walkers(tracker: VisitTracker, n: int) -> None:
+    """``n`` phones probing every 30 s: S2 at 0..90, the corridor at 120, S1 at 150, 180.
+    Each confirms at 180 a walk of 1 burst; mean interval 30 s: a 30 s walk each."""
+    for d in range(n):
+        feed(tracker, inside("S2", 0, 30, 60, 90) + corridor(120) + inside("S1", 150, 180), device=1000 + d)
+
+
+@pytest.mark.parametrize(("n_walkers", "expected"), [
+    # With 20 walks of 30 s measured in the hour before (MIN_WALKS = 20): from the corridor
+    # at 600 to S1 at 660 (gap 60), the crossing is 30 - 60/(e^2 - 1) = 20.609 s after 600;
+    # likewise 20.609 s before the corridor probe at 960 that follows S1 at 900.
+    (20, (620.609, 939.391)),
+    # 19 walks are too few: the midpoints, 630 .. 930.
+    (19, (630.0, 930.0)),
+])
+def test_a_visit_bounded_by_corridor_probes_uses_the_measured_walk(n_walkers: int, expected: tuple) -> None:
+    t = VisitTracker()
+    walkers(t, n_walkers)
+    feed(t, corridor(600) + inside("S1", 660, 720, 780, 840, 900) + corridor(960), device=1)
+    (visit,) = [v for v in t.close(horizon_ms=None) if v.device == 1]
+    assert (visit.start_ts / 1000, visit.end_ts / 1000) == pytest.approx(expected, abs=0.001)
+
+
+def test_a_visit_after_another_store_uses_the_measured_walk() -> None:
+    # From S2 (last at 630) to S1 (first at 660), gap 30, walk 30 (u = 1): the mean walk
+    # within the gap is 30 (2u + (u + 2)(e^-u - 1))/(u + e^-u - 1) = 8.4515, and the
+    # crossing (30 + 8.4515)/2 = 19.2258 s after 630. Out to the corridor at 960 (gap 60):
+    # 20.609 s before it, as above.
+    t = VisitTracker()
+    walkers(t, 20)
+    feed(t, inside("S2", 570, 600, 630) + inside("S1", 660, 720, 780, 840, 900) + corridor(960), device=1)
+    (visit,) = [v for v in t.close(horizon_ms=None) if v.device == 1 and v.store_id == "S1"]
+    assert (visit.start_ts / 1000, visit.end_ts / 1000) == pytest.approx((649.226, 939.391), abs=0.001)
