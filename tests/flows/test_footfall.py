@@ -303,3 +303,25 @@ def test_probes_heard_outside_bound_the_visit() -> None:
     assert [(v.start_ts - T0, v.end_ts - T0, v.dwell_s) for v in of(Visit, out)] == [(30_000, 210_000, 180.0)]
     out, _ = run([batch("wifi.probes", 0, inside)])
     assert [(v.start_ts - T0, v.end_ts - T0, v.dwell_s) for v in of(Visit, out)] == [(-60_000, 300_000, 360.0)]
+
+
+def test_door_crossings_use_the_walk_between_stores_measured_in_the_hour_before() -> None:
+    # 20 phones probe every 30 s: in S2 at 0..90, the corridor at 120, S1 at 150 and 180.
+    # Each confirms a walk S2 -> S1 heard on 1 burst, at a mean interval of 30 s: 30 s
+    # each, the site's mean walk (20 walks, enough). Then a phone in the corridor at 600,
+    # in S1 at 660..900 and in the corridor at 960: the crossings are what is left of a
+    # 30 s walk within each 60 s gap, 30 - 60/(e^2 - 1) = 20.609 s after 600 and before
+    # 960 (the midpoints, 630 and 930, without the walks).
+    values = []
+    for d in range(20):
+        mac = f"a4:5e:60:00:01:{d:02x}"
+        values += [probe(T0 + s * 1000, mac, -60, "AP-2") for s in (0, 30, 60, 90)]
+        values += [probe(T0 + 120_000, mac, -60, "C-1")]
+        values += [probe(T0 + s * 1000, mac, -60) for s in (150, 180)]
+    values += [probe(T0 + 600_000, PHONE, -60, "C-1"), probe(T0 + 960_000, PHONE, -60, "C-1")]
+    values += [probe(T0 + s * 1000, PHONE, -60) for s in range(660, 901, 60)]
+    out, _ = run([batch("wifi.probes", 0, sorted(values, key=lambda v: json.loads(v)["ts"]))])
+    # (the walkers' S1 stays, 150..180, are too short to be visits)
+    assert [(v.start_ts - T0, v.end_ts - T0, v.dwell_s) for v in of(Visit, out) if v.store_id == "S1"] == [
+        (620_609, 939_391, 318.8)
+    ]
