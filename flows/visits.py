@@ -247,6 +247,7 @@ class Track:
     seqs: dict[int, tuple[int, int]] = field(default_factory=dict)
     scanned: int = 1
     silence: tuple[int, int] = (-1, 0)  # (second, silence limit after it), memoised
+    walk: tuple[int, float | None] = (-1, None)  # (first second, the site's mean walk before it)
 
     def add(self, second: int, seq: int | None) -> None:
         secs = self.seconds
@@ -270,7 +271,7 @@ class Track:
         if self.silence[0] != second:
             timeout = self.rule.timeout_s
             mean = None if self.randomized else mean_interval(marks, second, timeout)
-            limit = timeout if mean is None else min(PLACEMENT_KEPT_S, max(timeout, int(SILENT_INTERVALS * mean)))
+            limit = timeout if mean is None else max(timeout, min(PLACEMENT_KEPT_S, int(SILENT_INTERVALS * mean)))
             self.silence = (second, limit)
         return self.silence[1]
 
@@ -341,6 +342,7 @@ class VisitTracker:
         track = self.tracks.get(key)
         if track is None:
             track = self.tracks[key] = Track(randomized, fingerprint, rule)
+            track.walk = (ts_ms // 1000, self.walk_mean(ts_ms // 1000))
         track.add(ts_ms // 1000, seq)
 
     def heard(self, device: int, second: int, store_id: str | None, timeout_s: int | None = None) -> None:
@@ -365,7 +367,8 @@ class VisitTracker:
 
     def walk_mean(self, second: int) -> float | None:
         """The mean walk between stores measured in the hour before ``second``'s minute,
-        or None with fewer than ``MIN_WALKS`` walks."""
+        or None with fewer than ``MIN_WALKS`` walks. Taken when a segment gets its first
+        second (those minutes are all closed by then) and kept with it."""
         total, n = 0.0, 0
         minute = second // 60
         for m in range(minute - PLACEMENT_KEPT_S // 60, minute):
@@ -417,6 +420,7 @@ class VisitTracker:
             if not track.seconds:
                 del self.tracks[key]
                 continue
+            track.walk = (track.seconds[0], self.walk_mean(track.seconds[0]))
             end = track.first_segment_end(horizon_s, key[0], marks)
             if end is not None:
                 heapq.heappush(ready, (track.seconds[end - 1], key))
@@ -426,13 +430,17 @@ class VisitTracker:
 
     def _forget_placements(self, horizon_s: int) -> None:
         """Keep a device's placements from an hour before its oldest open visit (or before
-        the horizon when it has none): enough to find where it was before it came in."""
+        the horizon when it has none): enough to find where it was before it came in.
+        Keep the walks of the hour before the earliest second a segment can still start
+        at: a segment ends at most ``max(timeout, PLACEMENT_KEPT_S)`` before the horizon."""
         oldest: dict[int, int] = {}
+        longest = PLACEMENT_KEPT_S
         for (_, device), track in self.tracks.items():
             first = track.seconds[0]
+            longest = max(longest, track.rule.timeout_s)
             if first < oldest.get(device, horizon_s):
                 oldest[device] = first
-        keep_minute = (min(oldest.values(), default=horizon_s) - PLACEMENT_KEPT_S) // 60
+        keep_minute = (horizon_s - longest - PLACEMENT_KEPT_S) // 60 - 1
         for minute in [m for m in self.walks if m < keep_minute]:
             del self.walks[minute]
         for device in list(self.placements):
@@ -471,7 +479,7 @@ class VisitTracker:
         ):
             return None  # one burst heard loudest here while inside another store: radio noise
         gap = (seg[-1] - seg[0]) / (len(seg) - 1) if len(seg) > 1 else None  # mean probe interval
-        walk = self.walk_mean(seg[0]) if before is not None or after is not None else None
+        walk = track.walk[1] if track.walk[0] == seg[0] else self.walk_mean(seg[0])
         if before is not None:
             start: float | None = before[0] + crossing(seg[0] - before[0], before[1], walk)
         else:
@@ -507,6 +515,7 @@ class VisitTracker:
         heir = self.tracks[(key[0], best[1])]
         heir.seconds[:0] = seg  # all before the heir's first second
         heir.scanned = 1
+        heir.walk = track.walk
         for s in seg:
             if s in track.seqs:
                 heir.seqs[s] = track.seqs.pop(s)

@@ -83,6 +83,11 @@ SILENCE = [
     # Silent for 1100 s, more than 10 mean intervals: two visits, -100..400 and 1300..1600.
     ("silent longer than 10 intervals", inside("S1", 0, 100, 200, 300, 1400, 1500),
      [("S1", -100.0, 400.0, 500.0), ("S1", 1300.0, 1600.0, 300.0)]),
+    # Probing every 500 s: 10 intervals would be 5000 s, but the limit is an hour. Silent
+    # for 3500 s: one visit, 0..5000 in 5 probes, mean interval 1250: -1250 .. 6250.
+    ("slow prober silent 3500 s", inside("S1", 0, 500, 1000, 1500, 5000), [("S1", -1250.0, 6250.0, 7500.0)]),
+    # Silent for 3700 s: two segments; the second, one probe unbounded, is not a visit.
+    ("slow prober silent 3700 s", inside("S1", 0, 500, 1000, 1500, 5200), [("S1", -500.0, 2000.0, 2500.0)]),
     # Only two intervals before the silence: too few to estimate, the timeout stands.
     # -100..300 and 900..1300 (mean interval 100 each).
     ("too few intervals to estimate", inside("S1", 0, 100, 200, 1000, 1100, 1200),
@@ -221,3 +226,19 @@ def test_a_visit_after_another_store_uses_the_measured_walk() -> None:
     feed(t, inside("S2", 570, 600, 630) + inside("S1", 660, 720, 780, 840, 900) + corridor(960), device=1)
     (visit,) = [v for v in t.close(horizon_ms=None) if v.device == 1 and v.store_id == "S1"]
     assert (visit.start_ts / 1000, visit.end_ts / 1000) == pytest.approx((649.226, 939.391), abs=0.001)
+
+
+def test_walks_expire_while_a_long_visit_keeps_the_walk_it_started_with() -> None:
+    # Walks of 30 s measured at 180 (minute 3). A phone comes from the corridor (300) into
+    # S1 (360) and stays four hours, probing every 60 s. At a horizon of 14460 s the walks
+    # of minute 3 are gone (kept: from two hours before the horizon, minute 120 on), and
+    # the open visit still starts 30 - 60/(e^2 - 1) = 20.609 s after 300; it ends one mean
+    # interval (60 s) after its last probe at 14400.
+    t = VisitTracker()
+    walkers(t, 20)
+    feed(t, corridor(300) + inside("S1", *range(360, 14401, 60)), device=1)
+    assert list(t.walks) == [3]
+    assert [v for v in t.close(horizon_ms=14_460_000) if v.device == 1] == []
+    assert t.walks == {}
+    (visit,) = [v for v in t.close(horizon_ms=None) if v.device == 1]
+    assert (visit.start_ts / 1000, visit.end_ts / 1000) == pytest.approx((320.609, 14460.0), abs=0.001)
