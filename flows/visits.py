@@ -263,9 +263,9 @@ class Track:
 
     def silence_limit(self, marks: Placements, second: int) -> int:
         """How long the device may go unheard after ``second`` and still be inside: the
-        timeout, or ``SILENT_INTERVALS`` of its mean probe intervals up to then if that is
-        longer (a device that stays probes in that time but with probability e^-10),
-        at most ``PLACEMENT_KEPT_S``. Depends only on where it was heard up to ``second``.
+        timeout, or ``SILENT_INTERVALS`` of its mean probe intervals up to then (at most
+        ``PLACEMENT_KEPT_S``) if that is longer: a device that stays goes that long without
+        a probe with probability e^-10. Depends only on where it was heard up to ``second``.
         A randomised MAC that falls silent has usually rotated (stitching follows the
         phone to its new MAC), so its limit is the timeout."""
         if self.silence[0] != second:
@@ -314,7 +314,9 @@ class Track:
 
 
 class VisitTracker:
-    """Open tracks of one site, keyed by (store, device)."""
+    """Open tracks of one site, keyed by (store, device); where each device was heard
+    (from an hour before its oldest open track); the walks between stores measured, by
+    minute, for the last two hours of event time or more (while a timeout is longer)."""
 
     def __init__(self) -> None:
         self.tracks: dict[tuple[str, int], Track] = {}
