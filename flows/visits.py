@@ -51,8 +51,10 @@ heard loudest here once, radio noise, as one burst elsewhere does not end a visi
 
 Randomised MACs rotate. When a randomised device's visit ends and, within the visit
 timeout, a randomised device with the same frame fingerprint appears at the same store
-with an 802.11 sequence number that continues the old one, the two are one phone: the
-old seconds move to the new device and one visit is counted.
+with an 802.11 sequence number that continues the old one, and was not inside another
+store (two bursts) meanwhile, the two are one phone: the old seconds move to the new
+device and one visit is counted. Visits are judged in order of their last second, so a
+chain of rotations is followed the same way however far event time moved at once.
 
 >>> t = VisitTracker()
 >>> for s in (0, 30, 60, 90, 120):   # a phone probing every 30 s for two minutes
@@ -394,7 +396,9 @@ class VisitTracker:
         (None: end them all) and return those that qualify.
 
         Segments are handled in order of their last second, so a rotated phone's earlier
-        MAC is always stitched before its successor's visit is judged.
+        MAC is always stitched before its successor's visit is judged, however far the
+        horizon moved (a stitched segment joins its heir's first segment, whose last
+        second, and so its place in the order, stays the same).
         """
         horizon_s = None if horizon_ms is None else horizon_ms // 1000
         ready: list[tuple[int, tuple[str, int]]] = []
@@ -495,7 +499,10 @@ class VisitTracker:
         return ClosedVisit(store_id, device, round(start * 1000), round(end * 1000), end - start, track.randomized)
 
     def _stitch(self, key: tuple[str, int], track: Track, seg: list[int]) -> bool:
-        """Hand a randomised segment to the device its phone rotated to, if there is one."""
+        """Hand a randomised segment to the device its phone rotated to, if there is one:
+        the same fingerprint, first inside here within the timeout after the segment with
+        a sequence number that continues it, and (by where that device was heard) one
+        visit with the segment: not inside another store in between."""
         if not track.randomized or not track.fingerprint or seg[-1] not in track.seqs:
             return False
         last_seq = track.seqs[seg[-1]][1]
@@ -510,6 +517,9 @@ class VisitTracker:
                 continue
             if not 0 < (other.seqs[first][0] - last_seq) % 4096 <= STITCH_MAX_SEQ_STEP:
                 continue
+            heard = self.placements.get(device, [])
+            if not all(other.joins(heard, store, a, b) for a, b in zip(seg, [*seg[1:], first], strict=True)):
+                continue  # the new MAC was inside another store meanwhile: another phone
             if best is None or (first, device) < best:
                 best = (first, device)
         if best is None:

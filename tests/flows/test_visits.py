@@ -242,3 +242,71 @@ def test_walks_expire_while_a_long_visit_keeps_the_walk_it_started_with() -> Non
     assert t.walks == {}
     (visit,) = [v for v in t.close(horizon_ms=None) if v.device == 1]
     assert (visit.start_ts / 1000, visit.end_ts / 1000) == pytest.approx((320.609, 14460.0), abs=0.001)
+
+
+Event = tuple[int, int, str | None, int | None]  # (second, device, store or None, 802.11 seq)
+
+
+def rotated(events: list[Event], *, every_s: int | None = None) -> list[tuple]:
+    """Visits of randomised MACs of one phone model (fingerprint 7), as (store, device,
+    start, end, dwell); closed once at the end, or as event time passes each multiple of
+    ``every_s``."""
+    t = VisitTracker()
+    out = []
+    events = sorted(events)
+    horizons = [None] if every_s is None else list(range(every_s, events[-1][0] + every_s + 1, every_s))
+    fed = 0
+    for horizon in horizons:
+        while fed < len(events) and (horizon is None or events[fed][0] < horizon):
+            second, device, store, seq = events[fed]
+            t.heard(device, second, store, RULE.timeout_s if store is not None else None)
+            if store is not None:
+                t.add(store, device, second * 1000, True, 7, seq, RULE)
+            fed += 1
+        if horizon is not None:
+            out += t.close(horizon_ms=horizon * 1000)
+    out += t.close(horizon_ms=None)
+    return sorted((v.store_id, v.device, v.start_ts / 1000, v.end_ts / 1000, v.dwell_s) for v in out)
+
+
+def test_rotated_macs_are_stitched_in_order_of_their_last_second_however_far_time_jumps() -> None:
+    # MAC 14 (0, 5) rotates to 13 (10, 40; seq continues), which is then inside S2 on two
+    # bursts (60, 90): 13's first segment, 0..40, ends at (40 + 60)/2 = 50 and starts
+    # 40/3 s before 0: 63 s, not a visit. 13 is back in S1 at 660, 700 (seq 104, 105).
+    # Another phone's MAC 12 is in S1 at 650, 680 (seq 200, 201). MAC 15 appears at 760
+    # with seq 300: it continues both 12 (+99) and 13 (+195). In order of last seconds,
+    # 12's segment (680) is handed on first: 15 holds 650..820, 5 probes, mean interval
+    # 42.5, nothing heard outside: 607.5 .. 862.5. 13's segment 660..700 then has no heir
+    # (15's first second is before it): from (90 + 660)/2 = 375 to 700 + 40 = 740. And 13
+    # was in S2 from (40 + 60)/2 = 50 to (90 + 660)/2 = 375 (nothing heard in between).
+    events: list[Event] = [
+        (0, 14, "S1", 98), (5, 14, "S1", 99),
+        (10, 13, "S1", 100), (40, 13, "S1", 101), (60, 13, "S2", 102), (90, 13, "S2", 103),
+        (660, 13, "S1", 104), (700, 13, "S1", 105),
+        (650, 12, "S1", 200), (680, 12, "S1", 201),
+        (760, 15, "S1", 300), (790, 15, "S1", 301), (820, 15, "S1", 302),
+    ]
+    expected = [("S1", 13, 375.0, 740.0, 365.0), ("S1", 15, 607.5, 862.5, 255.0), ("S2", 13, 50.0, 375.0, 325.0)]
+    assert rotated(events) == expected
+    assert rotated(events, every_s=60) == expected
+
+
+NOT_CONTINUED = [
+    # MAC 11 in S1 (0, 30, 60; seq 100..102); MAC 12 continues its seq (105) at 100, but
+    # was inside S2 on two bursts (70, 80) first: not the same stay. 11's visit stands on
+    # its own: -30 .. 90 (mean interval 30, nothing heard outside), 120 s. 12's stay,
+    # (80 + 100)/2 = 90 .. 130 + 30 = 160, is too short.
+    [(0, 11, "S1", 100), (30, 11, "S1", 101), (60, 11, "S1", 102),
+     (70, 12, "S2", 103), (80, 12, "S2", 104), (100, 12, "S1", 105), (130, 12, "S1", 106)],
+    # MAC 12 continues 11's seq at 120 (after 11's last probe at 90), but was inside S2
+    # on two bursts (40, 50) while 11 was in S1: another phone. 11: -30 .. 120, 150 s.
+    # 12 in S1, (50 + 120)/2 = 85 .. 150 + 30 = 180, and in S2, 30 .. 85: too short.
+    [(0, 11, "S1", 10), (30, 11, "S1", 11), (60, 11, "S1", 12), (90, 11, "S1", 13),
+     (40, 12, "S2", 500), (50, 12, "S2", 501), (120, 12, "S1", 14), (150, 12, "S1", 15)],
+]
+
+
+@pytest.mark.parametrize(("events", "expected"), list(zip(NOT_CONTINUED, [
+    [("S1", 11, -30.0, 90.0, 120.0)], [("S1", 11, -30.0, 120.0, 150.0)]], strict=True)))
+def test_a_new_mac_inside_another_store_meanwhile_does_not_continue_a_visit(events: list, expected: list) -> None:
+    assert rotated(events) == rotated(events, every_s=60) == expected
