@@ -1,18 +1,19 @@
 """The ``storepulse`` command line: the one place that wires simulators into flows.
 
-    storepulse demo                      the whole engine on embedded defaults
-    storepulse run                       against Kafka and Redis (a bytewax cluster member)
-    storepulse simulate                  write a scenario to Kafka at a set rate
-    storepulse catalog load FILE.yaml    load malls, stores, sensors, campaigns into Redis
-    storepulse catalog export            write a scenario's catalog as YAML
-    storepulse eval footfall             engine footfall vs the simulator's truth
-    storepulse dashboards push           push the Grafana dashboards
+storepulse demo                      the whole engine on embedded defaults
+storepulse run                       against Kafka and Redis (a bytewax cluster member)
+storepulse simulate                  write a scenario to Kafka at a set rate
+storepulse catalog load FILE.yaml    load malls, stores, sensors, campaigns into Redis
+storepulse catalog export            write a scenario's catalog as YAML
+storepulse eval footfall             engine footfall vs the simulator's truth
+storepulse dashboards push           push the Grafana dashboards
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,12 +50,17 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _scenario_args(demo, "demo")
-    demo.add_argument("--speedup", type=float, default=4000.0,
-                      help="simulated seconds per wall second; 0 = as fast as possible (default: 4000)")
+    demo.add_argument(
+        "--speedup",
+        type=float,
+        default=4000.0,
+        help="simulated seconds per wall second; 0 = as fast as possible (default: 4000)",
+    )
     demo.add_argument("--out", type=Path, help="output directory (default: STOREPULSE_OUTPUT_DIR or storepulse-out)")
     demo.add_argument("--metrics-port", type=int, help="Prometheus port (default: STOREPULSE_METRICS_PORT or 9464)")
-    demo.add_argument("--run-on", action="store_true",
-                      help="after the summary, keep serving metrics and Redis until Ctrl-C")
+    demo.add_argument(
+        "--run-on", action="store_true", help="after the summary, keep serving metrics and Redis until Ctrl-C"
+    )
     demo.add_argument("--quiet", action="store_true", help="no live view, only the summary")
 
     run = sub.add_parser(
@@ -70,11 +76,19 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-a", "--addresses", help='host:port of every process, ";"-separated, same order on all')
     run.add_argument("--recovery-dir", type=Path, help="bytewax recovery directory (default: STOREPULSE_RECOVERY_DIR)")
     run.add_argument("--snapshot-s", type=float, default=10.0, help="seconds between snapshots (default: 10)")
-    run.add_argument("--create-topics", type=int, metavar="PARTITIONS",
-                     help="create missing input/output topics with this many partitions first")
+    run.add_argument(
+        "--create-topics",
+        type=int,
+        metavar="PARTITIONS",
+        help="create missing input/output topics with this many partitions first",
+    )
 
-    sim = sub.add_parser("simulate", help="write a scenario to Kafka", epilog=EPILOG,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    sim = sub.add_parser(
+        "simulate",
+        help="write a scenario to Kafka",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _scenario_args(sim, "demo")
     sim.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
     sim.add_argument("--load-catalog", action="store_true", help="also load the scenario's catalog into Redis")
@@ -101,8 +115,13 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: finally blocks and atexit run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -121,14 +140,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         from storepulse.demo import run_demo
 
         settings = Settings.from_env(output_dir=args.out, metrics_port=args.metrics_port)
-        return run_demo(settings, scenario=args.scenario, seed=args.seed, speedup=args.speedup or None,
-                        run_on=args.run_on, live=not args.quiet)
+        return run_demo(
+            settings,
+            scenario=args.scenario,
+            seed=args.seed,
+            speedup=args.speedup or None,
+            run_on=args.run_on,
+            live=not args.quiet,
+        )
     if args.command == "run":
         from storepulse.run import run_engine
 
         settings = Settings.from_env(recovery_dir=args.recovery_dir)
-        return run_engine(settings, workers=args.workers, process_id=args.process_id, addresses=args.addresses,
-                          snapshot_s=args.snapshot_s, create_topics=args.create_topics)
+        return run_engine(
+            settings,
+            workers=args.workers,
+            process_id=args.process_id,
+            addresses=args.addresses,
+            snapshot_s=args.snapshot_s,
+            create_topics=args.create_topics,
+        )
     if args.command == "simulate":
         from storepulse.run import simulate
 

@@ -99,64 +99,66 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, speedup: float | N
     )
 
     redis = start_embedded(out / "redis")
-    redis.client.flushdb()
-    CatalogStore(redis.client).save(catalog)
-    watcher = CatalogWatcher(redis.client, settings.catalog_refresh_s)
-    port = _serve_metrics(settings.metrics_port, settings.metrics_addr)
+    try:
+        redis.client.flushdb()
+        CatalogStore(redis.client).save(catalog)
+        watcher = CatalogWatcher(redis.client, settings.catalog_refresh_s)
+        port = _serve_metrics(settings.metrics_port, settings.metrics_addr)
 
-    def source(topic: str, partitions: int) -> SimulatorSource:
-        chosen = [e for e in events if e.topic == topic]
-        return SimulatorSource(chosen, partitions={topic: partitions}, speedup=speedup)
+        def source(topic: str, partitions: int) -> SimulatorSource:
+            chosen = [e for e in events if e.topic == topic]
+            return SimulatorSource(chosen, partitions={topic: partitions}, speedup=speedup)
 
-    tally = Tally()
-    flow = build_flow(
-        settings,
-        sources=Sources(
-            probes=source("wifi.probes", PROBE_PARTITIONS),
-            transactions=source("pos.transactions", TXN_PARTITIONS),
-            partitions=frozenset(
-                [f"wifi.probes/{p}" for p in range(PROBE_PARTITIONS)]
-                + [f"pos.transactions/{p}" for p in range(TXN_PARTITIONS)]
+        tally = Tally()
+        flow = build_flow(
+            settings,
+            sources=Sources(
+                probes=source("wifi.probes", PROBE_PARTITIONS),
+                transactions=source("pos.transactions", TXN_PARTITIONS),
+                partitions=frozenset(
+                    [f"wifi.probes/{p}" for p in range(PROBE_PARTITIONS)]
+                    + [f"pos.transactions/{p}" for p in range(TXN_PARTITIONS)]
+                ),
             ),
-        ),
-        sinks=Sinks(
-            deadletter={"deadletter_jsonl": JsonlSink(out), "deadletter_tally": TallySink(tally)},
-            footfall={
-                "footfall_redis": RedisFootfallSink(redis.url),
-                "footfall_metrics": MetricsSink(),
-                "footfall_jsonl": JsonlSink(out),
-                "footfall_tally": TallySink(tally),
-            },
-        ),
-        catalog=watcher.current,
-    )
-    engine_started = time.monotonic()
-    failure: list[BaseException] = []
+            sinks=Sinks(
+                deadletter={"deadletter_jsonl": JsonlSink(out), "deadletter_tally": TallySink(tally)},
+                footfall={
+                    "footfall_redis": RedisFootfallSink(redis.url),
+                    "footfall_metrics": MetricsSink(),
+                    "footfall_jsonl": JsonlSink(out),
+                    "footfall_tally": TallySink(tally),
+                },
+            ),
+            catalog=watcher.current,
+        )
+        engine_started = time.monotonic()
+        failure: list[BaseException] = []
 
-    def engine() -> None:
-        try:
-            run_main(flow)
-        except BaseException as exc:  # reported by the main thread
-            failure.append(exc)
+        def engine() -> None:
+            try:
+                run_main(flow)
+            except BaseException as exc:  # reported by the main thread
+                failure.append(exc)
 
-    thread = threading.Thread(target=engine, name="storepulse-engine", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(1.0)
-        if live:
-            _live_view(tally, catalog, time.monotonic() - engine_started)
-    if failure:
-        raise failure[0]
-    elapsed = time.monotonic() - engine_started
-    _summary(tally, catalog, redis.client, elapsed, port, out, redis.url)
-    if run_on:
-        print("running on: metrics and Redis stay up; Ctrl-C to stop")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-    redis.close()
+        thread = threading.Thread(target=engine, name="storepulse-engine", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(1.0)
+            if live:
+                _live_view(tally, catalog, time.monotonic() - engine_started)
+        if failure:
+            raise failure[0]
+        elapsed = time.monotonic() - engine_started
+        _summary(tally, catalog, redis.client, elapsed, port, out, redis.url)
+        if run_on:
+            print("running on: metrics and Redis stay up; Ctrl-C to stop")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        redis.close()  # also on Ctrl-C and SIGTERM: no orphaned server
     return 0
 
 
