@@ -47,7 +47,10 @@ def run_engine(
         recovery = RecoveryConfig(str(settings.recovery_dir))
     log.info(
         "engine starting: process %s, %d worker(s), metrics on :%d, recovery %s",
-        process_id or 0, workers, port, settings.recovery_dir or "off",
+        process_id or 0,
+        workers,
+        port,
+        settings.recovery_dir or "off",
     )
     cli_main(
         flow,
