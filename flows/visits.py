@@ -168,8 +168,9 @@ def mean_interval(marks: Placements, until: int, timeout_s: int) -> float | None
 def walk_bursts(marks: Placements, timeout_s: int) -> int | None:
     """If the device's last mark is the second burst of a stay inside a store that came
     straight after a stay of two bursts or more inside another store (only probes
-    outside any store in between, no gap over the timeout), the number of bursts heard
-    outside in between; else None. Stays of one burst are radio noise, as elsewhere.
+    outside any store in between, no gap over the timeout, all within the hour before),
+    the number of bursts heard outside in between; else None. Stays of one burst are
+    radio noise, as elsewhere.
 
     >>> walk_bursts([(0, "A"), (30, "A"), (60, None), (61, None), (90, None), (120, "B"), (150, "B")], 600)
     2
@@ -184,8 +185,9 @@ def walk_bursts(marks: Placements, timeout_s: int) -> int | None:
     store = marks[i][1]
     if store is None or not starts_burst(i):
         return None
+    lo = marks[i][0] - PLACEMENT_KEPT_S + BURST_S  # marks kept however placements were forgotten
     seen, first, j = 1, i, i - 1  # bursts of this stay, where its first one starts
-    while j >= 0 and marks[j][1] in (store, None):
+    while j >= 0 and marks[j][0] >= lo and marks[j][1] in (store, None):
         if marks[j + 1][0] - marks[j][0] > timeout_s:
             return None
         if marks[j][1] == store and starts_burst(j):
@@ -193,10 +195,10 @@ def walk_bursts(marks: Placements, timeout_s: int) -> int | None:
             if seen > 2:
                 return None  # confirmed before
         j -= 1
-    if seen != 2 or j < 0 or marks[j + 1][0] - marks[j][0] > timeout_s:
+    if seen != 2 or j < 0 or marks[j][0] < lo or marks[j + 1][0] - marks[j][0] > timeout_s:
         return None
     other, before, k = marks[j][1], 0, j
-    while k >= 0 and marks[k][1] in (other, None) and before < 2:
+    while k >= 0 and marks[k][0] >= lo and marks[k][1] in (other, None) and before < 2:
         before += marks[k][1] == other and starts_burst(k)
         if k and marks[k][0] - marks[k - 1][0] > timeout_s:
             break

@@ -162,6 +162,11 @@ WALKS = [
     ([(0, "A"), (30, "A"), (60, "C"), (90, None), (120, "B"), (150, "B")], None),
     # A gap over the 600 s timeout on the way: out of range, not a measurable walk.
     ([(0, "A"), (30, "A"), (700, None), (760, "B"), (790, "B")], None),
+    # No gap over the timeout, but A's stay ended more than an hour before (3680 - 30):
+    # not measured (a walk is looked for in the hour before only).
+    ([(0, "A"), (30, "A"), *[(s, None) for s in range(400, 3401, 500)], (3650, "B"), (3680, "B")], None),
+    # A's stay (1100, 1130) within the hour before 4680: the walk was heard on 7 bursts.
+    ([(1100, "A"), (1130, "A"), *[(s, None) for s in range(1400, 4401, 500)], (4650, "B"), (4680, "B")], 7),
 ]
 
 
