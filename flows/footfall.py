@@ -14,10 +14,10 @@ Writes, as event time passes each minute (watermark minus the allowed lateness):
 
 State per site: the event clock, the open minutes, the rolling distinct counters, the
 open visit tracks (with where each device was heard from an hour before them, and the
-walks between stores measured then), the last 36 hours of store-hours, stable devices'
-last visit day per store (30 days, for new vs returning; randomised MACs are always
-new) and the transaction ids of the last day (duplicates are dropped and counted). All
-of it expires.
+walks between stores measured in the last two hours), the last 36 hours of store-hours,
+stable devices' last visit day per store (30 days, for new vs returning; randomised MACs
+are always new) and the transaction ids of the last day (duplicates are dropped and
+counted). All of it expires.
 
 Guarantee: state is exactly-once through bytewax snapshots; outputs are absolute values
 or carry event-time keys, so the replay after a restart rewrites the same values.
