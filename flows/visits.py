@@ -69,16 +69,24 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import math
 from dataclasses import dataclass, field
 
+from flows.probing import (
+    ELSEWHERE_PROBES,
+    PLACEMENT_KEPT_S,
+    Placements,
+    bursts,
+    crossing,
+    inside_elsewhere,
+    mean_interval,
+    second_of,
+    silent,
+    walk_bursts,
+)
+
 STITCH_MAX_SEQ_STEP = 256
-ELSEWHERE_PROBES = 2
-BURST_S = 2
 SILENT_INTERVALS = 10
-MIN_INTERVALS = 3
 MIN_WALKS = 20
-PLACEMENT_KEPT_S = 3600
 
 
 @dataclass(frozen=True)
@@ -97,141 +105,6 @@ class ClosedVisit:
     end_ts: int
     dwell_s: float
     randomized: bool
-
-
-Placements = list[tuple[int, str | None]]  # (second, store the device was inside or None)
-
-
-def _second(mark: tuple[int, str | None]) -> int:
-    return mark[0]
-
-
-def _inside_elsewhere(marks: Placements, store_id: str, after: int, before: int) -> bool:
-    """Was the device inside a store other than ``store_id`` strictly between two seconds,
-    on at least ``ELSEWHERE_PROBES`` bursts (one alone is taken for radio noise)? A burst
-    is placed where its first second was."""
-    i = bisect.bisect_right(marks, after, key=_second)
-    prev = marks[i - 1][0] if i else None
-    seen = 0
-    while i < len(marks) and marks[i][0] < before:
-        second, store = marks[i]
-        if store is not None and store != store_id and (prev is None or second - prev > BURST_S):
-            seen += 1
-            if seen >= ELSEWHERE_PROBES:
-                return True
-        prev = second
-        i += 1
-    return False
-
-
-def _silent(marks: Placements, after: int, before: int) -> bool:
-    """Was the device heard nowhere strictly between two seconds?"""
-    i = bisect.bisect_right(marks, after, key=_second)
-    return i == len(marks) or marks[i][0] >= before
-
-
-def bursts(seconds: list[int]) -> int:
-    """Probe bursts among ascending seconds: a second within ``BURST_S`` of the one before
-    it belongs to the same burst (an active scan sweeps the channels in about a second,
-    so one scan can be heard in two consecutive seconds).
-
-    >>> bursts([10, 11, 12, 60, 63])
-    3
-    """
-    return sum(1 for i, s in enumerate(seconds) if i == 0 or s - seconds[i - 1] > BURST_S)
-
-
-def mean_interval(marks: Placements, until: int, timeout_s: int) -> float | None:
-    """A device's mean time between probe bursts over the hour up to ``until``, from where
-    it was heard (``marks``): the mean of the gaps between burst starts no longer than
-    the timeout (a longer one is taken for time out of range), or None with fewer than
-    ``MIN_INTERVALS`` such gaps.
-
-    >>> mean_interval([(0, None), (1, None), (40, "S1"), (100, "S1"), (130, None), (900, None)], 900, 600)
-    43.333333333333336
-    """
-    i = bisect.bisect_left(marks, until - PLACEMENT_KEPT_S, key=_second)
-    prev = start = None
-    total = n = 0
-    while i < len(marks) and marks[i][0] <= until:
-        second = marks[i][0]
-        if prev is None or second - prev > BURST_S:
-            if start is not None and second - start <= timeout_s:
-                total += second - start
-                n += 1
-            start = second
-        prev = second
-        i += 1
-    return total / n if n >= MIN_INTERVALS else None
-
-
-def walk_bursts(marks: Placements, timeout_s: int) -> int | None:
-    """If the device's last mark is the second burst of a stay inside a store that came
-    straight after a stay of two bursts or more inside another store (only probes
-    outside any store in between, no gap over the timeout, all within the hour before),
-    the number of bursts heard outside in between; else None. Stays of one burst are
-    radio noise, as elsewhere.
-
-    >>> walk_bursts([(0, "A"), (30, "A"), (60, None), (61, None), (90, None), (120, "B"), (150, "B")], 600)
-    2
-    >>> walk_bursts([(0, "A"), (60, None), (120, "B"), (150, "B")], 600) is None   # one burst in A
-    True
-    """
-
-    def starts_burst(j: int) -> bool:
-        return j == 0 or marks[j][0] - marks[j - 1][0] > BURST_S
-
-    i = len(marks) - 1
-    store = marks[i][1]
-    if store is None or not starts_burst(i):
-        return None
-    lo = marks[i][0] - PLACEMENT_KEPT_S + BURST_S  # marks kept however placements were forgotten
-    seen, first, j = 1, i, i - 1  # bursts of this stay, where its first one starts
-    while j >= 0 and marks[j][0] >= lo and marks[j][1] in (store, None):
-        if marks[j + 1][0] - marks[j][0] > timeout_s:
-            return None
-        if marks[j][1] == store and starts_burst(j):
-            seen, first = seen + 1, j
-            if seen > 2:
-                return None  # confirmed before
-        j -= 1
-    if seen != 2 or j < 0 or marks[j][0] < lo or marks[j + 1][0] - marks[j][0] > timeout_s:
-        return None
-    other, before, k = marks[j][1], 0, j
-    while k >= 0 and marks[k][0] >= lo and marks[k][1] in (other, None) and before < 2:
-        before += marks[k][1] == other and starts_burst(k)
-        if k and marks[k][0] - marks[k - 1][0] > timeout_s:
-            break
-        k -= 1
-    if before < 2:
-        return None
-    return sum(1 for m in range(j + 1, first) if marks[m][1] is None and starts_burst(m))
-
-
-def crossing(gap_s: float, outside: str | None, walk_s: float | None) -> float:
-    """How long after an outside probe a device crossed a store's door, estimated, when
-    its nearest inside probe came ``gap_s`` later (the same backwards from an outside
-    probe after a visit). ``outside``: the store it was in at that probe (None: not in a
-    store); ``walk_s``: the site's mean walk between stores (None: unknown).
-
-    Probes come at random times, so without more knowledge the crossing is uniform over
-    the gap: the midpoint. With walks exponential with mean ``c``: from the corridor the
-    rest of the walk is (memoryless) ``Exp(c)``, cut at the gap; from another store the
-    device first left it (uniform) and then walked ``C``, with density ``(gap - C)
-    e^(-C/c)``, and the crossing is ``(gap + E[C])/2`` on average. Posterior means:
-
-    >>> [round(crossing(60, None, None), 2), round(crossing(60, None, 20), 2), round(crossing(60, "S2", 20), 2)]
-    [30.0, 16.86, 36.09]
-    """
-    if walk_s is None:
-        return gap_s / 2
-    if walk_s <= 0:
-        return 0.0 if outside is None else gap_s / 2
-    u = gap_s / walk_s
-    if outside is None:
-        return walk_s - gap_s / math.expm1(u) if u < 700 else walk_s
-    em = math.expm1(-u)  # e^-u - 1
-    return (gap_s + walk_s * (2 * u + (u + 2) * em) / (u + em)) / 2
 
 
 @dataclass
@@ -284,8 +157,8 @@ class Track:
         inside another store in between, nor after a gap longer than the timeout, unless
         it was heard nowhere in that gap and the gap is within its silence limit."""
         if second - prev > self.rule.timeout_s:
-            return _silent(marks, prev, second) and second - prev <= self.silence_limit(marks, prev)
-        return not _inside_elsewhere(marks, store_id, prev, second)
+            return silent(marks, prev, second) and second - prev <= self.silence_limit(marks, prev)
+        return not inside_elsewhere(marks, store_id, prev, second)
 
     def first_segment_end(self, horizon_s: int | None, store_id: str, marks: Placements) -> int | None:
         """Index just past the first segment if it has ended before ``horizon_s`` (None:
@@ -306,7 +179,7 @@ class Track:
             return None
         if i < len(secs) and secs[i] < horizon_s:
             return i
-        if _silent(marks, last, horizon_s) and last + self.silence_limit(marks, last) >= horizon_s:
+        if silent(marks, last, horizon_s) and last + self.silence_limit(marks, last) >= horizon_s:
             return None  # unheard since: it may still be inside
         return i
 
@@ -457,7 +330,7 @@ class VisitTracker:
             if marks[-1][0] < keep_from:
                 del self.placements[device]
             elif marks[0][0] < keep_from:
-                del marks[: bisect.bisect_left(marks, keep_from, key=_second)]
+                del marks[: bisect.bisect_left(marks, keep_from, key=second_of)]
 
     def _outside(
         self, device: int, store_id: str, second: int, direction: int, timeout_s: int
@@ -465,7 +338,7 @@ class VisitTracker:
         """The nearest (second, place) before (direction -1) or after (+1) ``second``,
         within the timeout, at which the device was heard but not inside ``store_id``."""
         marks = self.placements.get(device, [])
-        i = bisect.bisect_left(marks, second, key=_second)
+        i = bisect.bisect_left(marks, second, key=second_of)
         i = i - 1 if direction < 0 else i
         while 0 <= i < len(marks) and abs(marks[i][0] - second) <= timeout_s:
             if marks[i][1] != store_id and marks[i][0] != second:

@@ -15,7 +15,8 @@ import math
 
 import pytest
 
-from flows.visits import Rule, VisitTracker, crossing, walk_bursts
+from flows.probing import crossing, walk_bursts
+from flows.visits import Rule, VisitTracker
 
 RULE = Rule(min_dwell_s=120, timeout_s=600)
 Heard = list[tuple[int, str | None]]  # (second, store the device was inside, or None)
