@@ -26,6 +26,7 @@ or carry event-time keys, so the replay after a restart rewrites the same values
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import pickle
 import statistics
 import time
@@ -128,7 +129,7 @@ class SiteFootfall:
         if minute is None:
             minute = self.minutes[s.ts // MINUTE_MS * MINUTE_MS] = Minute()
         devices = minute.devices
-        for scope in self._scopes(s.zone, s.store_id):
+        for scope in _scopes(self.site, s.zone, s.store_id):
             bucket = devices.get(scope)
             if bucket is None:
                 bucket = devices[scope] = set()
@@ -145,6 +146,7 @@ class SiteFootfall:
         whose sensor heard it loudest that second (a corridor sensor winning means outside),
         and only at or above that sensor's ``visit_rssi``. Decided at close, when every
         sensor's report of the minute is in, so it does not depend on arrival order."""
+        rules: dict[str, Rule] = {}  # one per sensor, not one per inside-second
         for key in sorted(minute.loudest):
             s = minute.loudest[key]
             store_id = s.store_id
@@ -152,16 +154,12 @@ class SiteFootfall:
             if store_id is None or sensor is None or s.rssi < sensor.visit_rssi:
                 self.visits.heard(s.device, key[1], None)
                 continue
-            rule = Rule(sensor.min_dwell_s, sensor.visit_timeout_s)
+            rule = rules.get(sensor.sensor_id)
+            if rule is None:
+                rule = rules[sensor.sensor_id] = Rule(sensor.min_dwell_s, sensor.visit_timeout_s)
             self.visits.heard(s.device, key[1], store_id, rule.timeout_s)
             self.visits.add(store_id, s.device, s.ts, s.randomized, s.fingerprint, s.seq, rule)
             minute.inside.setdefault(store_id, set()).add(s.device)
-
-    def _scopes(self, zone: str, store_id: str | None) -> tuple[Scope, ...]:
-        site_scope = ("mall", self.site)
-        if store_id is None:
-            return (("zone", zone), site_scope)
-        return (("zone", zone), ("store", store_id), site_scope)
 
     def _add_sale(self, sale: Sale) -> bool:
         """Count a sale; False if its txn_id was already counted (a replayed duplicate)."""
@@ -308,6 +306,14 @@ class SiteFootfall:
         for days in self.last_visit_day.values():
             for device in [d for d, day in days.items() if today - day > RETURNING_DAYS + 1]:
                 del days[device]
+
+
+@functools.lru_cache(maxsize=65536)
+def _scopes(site: str, zone: str, store_id: str | None) -> tuple[Scope, ...]:
+    """The scopes a sighting counts in (built once per sensor, not once per sighting)."""
+    if store_id is None:
+        return (("zone", zone), ("mall", site))
+    return (("zone", zone), ("store", store_id), ("mall", site))
 
 
 def _local_day(ts_ms: int, tz: str) -> int:
