@@ -183,9 +183,6 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
         """Every site: each mall, and each street store (a store outside any mall)."""
         return {m.mall_id for m in self.malls} | {s.store_id for s in self.stores if s.mall_id is None}
 
-    def stores_of_site(self, site: str) -> list[Store]:
-        return [s for s in self.stores if (s.mall_id or s.store_id) == site]
-
     def tz_of_site(self, site: str) -> str:
         mall = self._malls.get(site)
         if mall is not None:
