@@ -243,9 +243,11 @@ class SiteFootfall:
         end_s = (minute_ts + MINUTE_MS) // 1000
         n = 0
         for device in minute.inside.get(store_id, ()):
-            since = self.visits.inside_since(store_id, device)
             rule = self.visits.rule_of(store_id, device)
-            if since is not None and rule is not None and end_s - since >= rule.min_dwell_s:
+            if rule is None:
+                continue
+            since = self.visits.run_start(store_id, device, end_s, end_s - rule.min_dwell_s)
+            if since is not None and end_s - since >= rule.min_dwell_s:
                 n += 1
         return n
 

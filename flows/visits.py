@@ -257,10 +257,23 @@ class VisitTracker:
                 n += int(w[1])
         return total / n if n >= MIN_WALKS else None
 
-    def inside_since(self, store_id: str, device: int) -> int | None:
-        """First open inside-second of a device at a store, or None."""
+    def run_start(self, store_id: str, device: int, until_s: int, early_enough_s: int) -> int | None:
+        """First second of the device's run of joined inside-seconds that includes its last
+        inside-second up to ``until_s`` (None: none), looking back only until a second at or
+        before ``early_enough_s``. Walks back with the segment rule (``Track.joins``), so it
+        depends only on seconds up to ``until_s``, not on whether an earlier visit has been
+        closed yet."""
         track = self.tracks.get((store_id, device))
-        return track.seconds[0] if track and track.seconds else None
+        if track is None:
+            return None
+        secs = track.seconds
+        i = bisect.bisect_right(secs, until_s) - 1
+        if i < 0:
+            return None
+        marks = self.placements.get(device, [])
+        while i > 0 and secs[i] > early_enough_s and track.joins(marks, store_id, secs[i - 1], secs[i]):
+            i -= 1
+        return secs[i]
 
     def rule_of(self, store_id: str, device: int) -> Rule | None:
         track = self.tracks.get((store_id, device))

@@ -325,3 +325,24 @@ def test_door_crossings_use_the_walk_between_stores_measured_in_the_hour_before(
     assert [(v.start_ts - T0, v.end_ts - T0, v.dwell_s) for v in of(Visit, out) if v.store_id == "S1"] == [
         (620_609, 939_391, 318.8)
     ]
+
+
+def test_visitors_inside_do_not_depend_on_how_minutes_are_closed() -> None:
+    # Two visits of one phone to S1, 12:00-12:05 and 12:25-12:30 (20 minutes apart, over the
+    # 600 s timeout). At 12:25 it has just come back: not inside for the minimum dwell yet,
+    # whether the first visit was closed before that minute (reads of one minute each) or
+    # not (one read, everything closed at the end).
+    values = [probe(T0 + s * 1000, PHONE, -60) for s in [*range(0, 301, 30), *range(1500, 1801, 30)]]
+    one_read, _ = run([batch("wifi.probes", 0, values)])
+    per_minute = [
+        batch("wifi.probes", 0, [v for v in values if m * MIN <= json.loads(v)["ts"] - T0 < (m + 1) * MIN], 0)
+        for m in range(31)
+    ]
+    minute_reads, _ = run([b for b in per_minute if b.messages])
+    inside = {
+        name: {m.minute_ts - T0: m.visitors_inside for m in of(FootfallMinute, out) if m.scope == "store"}
+        for name, out in (("one read", one_read), ("minute reads", minute_reads))
+    }
+    assert inside["one read"] == inside["minute reads"]
+    # inside from the 2nd minute of each visit (120 s after its first probe), not at 12:25
+    assert [inside["one read"][m * MIN] for m in (0, 1, 2, 25, 26, 27)] == [0, 1, 1, 0, 1, 1]
