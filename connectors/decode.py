@@ -106,8 +106,12 @@ class _Decoder:
             raw_truncated=len(data) > cut,
         )
 
-    def _oversized(self, value: bytes | None) -> bool:
-        return value is not None and len(value) > self.limits.max_message_bytes
+    def _bounded(self, value: bytes | None) -> bytes:
+        """The message's bytes, or a Rejection if there are more than the limit."""
+        data = value or b""
+        if len(data) > self.limits.max_message_bytes:
+            raise Rejection(Reason.OVERSIZED, f"{len(data)} bytes")
+        return data
 
 
 def _schema_error(exc: msgspec.DecodeError, value: bytes) -> Rejection:
@@ -156,14 +160,13 @@ class ProbeDecoder(_Decoder):
         devices: dict[tuple[str, int], int] = {}
         for msg in batch.messages:
             try:
-                if self._oversized(msg.value):
-                    raise Rejection(Reason.OVERSIZED, f"{len(msg.value or b'')} bytes")
+                value = self._bounded(msg.value)
                 try:
-                    report = self._json.decode(msg.value or b"")
+                    report = self._json.decode(value)
                     observations: list[Observation | Rejection] = list(self._observations(report))
                     sensor_id = report.sensor_id
                 except msgspec.DecodeError as exc:
-                    sensor_id, observations = self._lenient(msg.value or b"", exc)
+                    sensor_id, observations = self._lenient(value, exc)
                 sensor = catalog.sensor(sensor_id)
                 if sensor is None:
                     raise Rejection(Reason.UNKNOWN_SENSOR, f"sensor {sensor_id!r} is not in the catalog")
@@ -268,12 +271,11 @@ class TransactionDecoder(_Decoder):
         now_ms = int(self.limits.clock() * 1000)
         for msg in batch.messages:
             try:
-                if self._oversized(msg.value):
-                    raise Rejection(Reason.OVERSIZED, f"{len(msg.value or b'')} bytes")
+                value = self._bounded(msg.value)
                 try:
-                    txn = self._json.decode(msg.value or b"")
+                    txn = self._json.decode(value)
                 except msgspec.DecodeError as exc:
-                    raise _schema_error(exc, msg.value or b"") from None
+                    raise _schema_error(exc, value) from None
                 site = self._check(txn, catalog, now_ms)
             except Rejection as rej:
                 bad.append(self.dead_letter(batch, msg.offset, msg.value, rej.reason, rej.detail))
