@@ -28,6 +28,7 @@ import pytest
 
 from dashboards.promql import metric_names, substitute, variable_query
 from storepulse.metrics import exported_names
+from tests.fixtures import stop_process
 from tests.fixtures.prometheus import PrometheusServer, free_port, start_prometheus
 
 DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "dashboards"
@@ -79,8 +80,22 @@ def metrics_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     port = free_port()
     if request.param == "engine":
         out = tmp_path_factory.mktemp("demo")
-        command = [sys.executable, "-m", "storepulse.cli", "demo", "--scenario", "smoke", "--speedup", "0",
-                   "--run-on", "--quiet", "--metrics-port", str(port), "--out", str(out)]
+        command = [
+            sys.executable,
+            "-m",
+            "storepulse.cli",
+            "demo",
+            "--scenario",
+            "smoke",
+            "--speedup",
+            "0",
+            "--run-on",
+            "--quiet",
+            "--metrics-port",
+            str(port),
+            "--out",
+            str(out),
+        ]
         ready = "running on"  # printed once the whole simulated morning is processed
     else:
         command = [sys.executable, str(Path(__file__).with_name("metrics_target.py")), str(port)]
@@ -96,12 +111,7 @@ def metrics_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
             assert all(target.has_data_for(e) for e in exprs), sorted(exported_names() - present)
         yield target
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def _wait_for_metrics(port: int, process: subprocess.Popen[bytes], ready: str, deadline_s: float) -> str:
