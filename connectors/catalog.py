@@ -12,13 +12,14 @@ model and the YAML codec; ``state.catalog`` stores it in Redis.
 ... sensors:
 ...   - {sensor_id: AP-1, mall_id: M1, store_id: S1, zone: S1-floor, lat: 31.2, lon: 121.4}
 ... ''')
->>> cat.sensor("AP-1").visit_rssi, cat.site_of_store("S1"), cat.sensor("AP-404")
-(-70, 'M1', None)
+>>> cat.sensor("AP-1").visit_rssi, cat.site_of_store("S1"), cat.sensor("AP-404"), cat.store("S1").currency
+(-70, 'M1', None, 'CNY')
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -46,7 +47,8 @@ class Mall(msgspec.Struct, kw_only=True, frozen=True):
 
 class Store(msgspec.Struct, kw_only=True, frozen=True):
     """A shop. ``mall_id`` is None for a street store, which is then its own site.
-    ``hours``: local opening hours, ``HH:MM-HH:MM``, the same every day."""
+    ``hours``: local opening hours, ``HH:MM-HH:MM``, the same every day. ``currency``: the
+    ISO 4217 code of its till; every amount of its transactions is in its minor units."""
 
     store_id: str
     merchant_id: str
@@ -57,6 +59,10 @@ class Store(msgspec.Struct, kw_only=True, frozen=True):
     lon: float
     mall_id: str | None = None
     hours: str = "10:00-22:00"
+    currency: str = "CNY"
+
+
+_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 class Sensor(msgspec.Struct, kw_only=True, frozen=True):
@@ -118,7 +124,7 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
         return hashlib.sha256(self.to_json()).hexdigest()[:16]
 
     def validate(self) -> None:
-        """Raise CatalogError naming the first broken reference or bad time zone."""
+        """Raise CatalogError naming the first broken reference, bad time zone or currency."""
         for kind, ids in (
             ("mall", [m.mall_id for m in self.malls]),
             ("store", [s.store_id for s in self.stores]),
@@ -135,6 +141,9 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
         for store in self.stores:
             if store.mall_id is not None and store.mall_id not in self._malls:
                 raise CatalogError(f"store {store.store_id}: unknown mall {store.mall_id!r}")
+            if not _CURRENCY.fullmatch(store.currency):
+                raise CatalogError(f"store {store.store_id}: currency {store.currency!r} is not a "
+                                   "3-letter uppercase ISO 4217 code such as CNY")
         for sensor in self.sensors:
             if sensor.store_id is not None and sensor.store_id not in self._stores:
                 raise CatalogError(f"sensor {sensor.sensor_id}: unknown store {sensor.store_id!r}")
@@ -182,6 +191,26 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
     def sites(self) -> set[str]:
         """Every site: each mall, and each street store (a store outside any mall)."""
         return {m.mall_id for m in self.malls} | {s.store_id for s in self.stores if s.mall_id is None}
+
+    def scopes_of_site(self, site: str) -> tuple[tuple[str, str], ...]:
+        """Every footfall scope of a site, sorted: its mall, its stores, its sensors' zones.
+
+        >>> cat = Catalog.from_yaml("{malls: [{mall_id: M1, name: J, tz: UTC, lat: 0, lon: 0}], "
+        ...     "stores: [{store_id: S1, merchant_id: X, mall_id: M1, name: B, category: c, tz: UTC, lat: 0, lon: 0}], "
+        ...     "sensors: [{sensor_id: C-1, mall_id: M1, zone: hall, lat: 0, lon: 0}]}")
+        >>> cat.scopes_of_site("M1"), cat.scopes_of_site("nowhere")
+        ((('mall', 'M1'), ('store', 'S1'), ('zone', 'hall')), ())
+        """
+        return self._scopes_by_site.get(site, ())
+
+    @cached_property
+    def _scopes_by_site(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        found: dict[str, set[tuple[str, str]]] = {m.mall_id: {("mall", m.mall_id)} for m in self.malls}
+        for store in self.stores:
+            found.setdefault(store.mall_id or store.store_id, set()).add(("store", store.store_id))
+        for sensor in self.sensors:
+            found.setdefault(self.site_of_sensor(sensor), set()).add(("zone", sensor.zone))
+        return {site: tuple(sorted(scopes)) for site, scopes in found.items()}
 
     def tz_of_site(self, site: str) -> str:
         mall = self._malls.get(site)

@@ -9,6 +9,12 @@ and dead-letter ``raw`` bytes are redacted the same way.
 A record is a Kafka message, except that each observation of a batched probe report is
 a record of its own, so that ``read = accepted + dead-lettered`` holds exactly.
 
+No message can stop the engine: any exception while decoding or validating one record
+dead-letters that record (``malformed``; the error is logged with its topic, partition
+and offset, as it is a bug to report), never its batch. JSON nested deeper than
+``Limits.max_nesting_depth`` is dead-lettered as ``too_deep`` before it is parsed, as the
+parser recurses once per level.
+
 >>> import msgspec
 >>> from connectors.records import RawBatch, RawMessage
 >>> cat = Catalog()  # an empty catalog: every sensor is unknown
@@ -22,11 +28,14 @@ a record of its own, so that ``read = accepted + dead-lettered`` holds exactly.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import accumulate
 
 import msgspec
 
@@ -34,6 +43,8 @@ from connectors.catalog import Catalog
 from connectors.privacy import DAY_MS, DeviceHasher, normalize_mac, redact
 from connectors.records import RawBatch, Sale, Sighting
 from connectors.schemas import DeadLetter, Observation, ProbeReport, Transaction
+
+log = logging.getLogger(__name__)
 
 
 class Reason(StrEnum):
@@ -47,6 +58,9 @@ class Reason(StrEnum):
     TS_FUTURE = "ts_future"  # newer than the wall clock plus the allowed skew
     TS_PAST = "ts_past"  # older than the maximum event age
     OVERSIZED = "oversized"
+    TOO_DEEP = "too_deep"  # arrays/objects nested deeper than the limit (checked before parsing)
+    MALFORMED = "malformed"  # decoding or validating it raised an unexpected error (logged: a bug)
+    WRONG_CURRENCY = "wrong_currency"  # a transaction not in its store's currency (the catalog's)
     LATE = "late"  # behind the site's event clock by more than the allowed lateness
 
 
@@ -55,6 +69,7 @@ class Limits:
     """Bounds every input record must satisfy; ``clock`` gives wall time in seconds."""
 
     max_message_bytes: int = 1 << 20
+    max_nesting_depth: int = 32  # valid input nests 4 levels at most (a batched report's ie)
     deadletter_raw_bytes: int = 4096
     max_event_age_ms: int = 7 * 86_400_000
     max_clock_skew_ms: int = 300_000
@@ -106,12 +121,56 @@ class _Decoder:
             raw_truncated=len(data) > cut,
         )
 
+    def unexpected(self, batch: RawBatch, offset: int, raw: bytes | None, exc: Exception) -> DeadLetter:
+        """The dead letter of a record whose decoding raised ``exc`` (not a Rejection): a
+        bug, so it is logged, redacted, with where it was raised."""
+        reason = Reason.TOO_DEEP if isinstance(exc, RecursionError) else Reason.MALFORMED
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        text = f"{type(exc).__name__}: {exc}"[:300]
+        detail = redact(text.encode("utf-8", "replace"), self.hasher).decode("utf-8", "replace")
+        log.warning("%s/%d offset %d dead-lettered as %s: %s%s",
+                    batch.topic, batch.partition, offset, reason.value, detail, where)
+        return self.dead_letter(batch, offset, raw, reason, detail)
+
     def _bounded(self, value: bytes | None) -> bytes:
-        """The message's bytes, or a Rejection if there are more than the limit."""
+        """The message's bytes, or a Rejection if they are over the size or nesting limit.
+
+        Only a message with more ``[``/``{`` than the depth limit can nest deeper, so an
+        ordinary message costs two byte counts and is never scanned.
+        """
         data = value or b""
         if len(data) > self.limits.max_message_bytes:
             raise Rejection(Reason.OVERSIZED, f"{len(data)} bytes")
+        limit = self.limits.max_nesting_depth
+        if data.count(b"[") + data.count(b"{") > limit:
+            depth = nesting_depth(data)
+            if depth > limit:
+                raise Rejection(Reason.TOO_DEEP, f"nested {depth} levels deep, over the limit of {limit}")
         return data
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
+# each bracket as a signed byte: +1 for an opener, -1 (0xFF) for a closer
+_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def nesting_depth(data: bytes) -> int:
+    r"""How deep arrays and objects nest in the JSON text ``data``; brackets inside strings
+    (escaped quotes included) do not count. Exact for valid JSON; for broken JSON at least
+    the depth a parser reaches before it finds the break. Linear, with no recursion.
+
+    >>> nesting_depth(b'{"a": [1, {"b": "]]}\\"[[["}]}'), nesting_depth(b'[{"[": "}"}]'), nesting_depth(b"7")
+    (3, 2, 0)
+    >>> nesting_depth(b"[" * 100_000 + b"]" * 100_000)
+    100000
+    """
+    # With no backslash every quote opens or closes a string, so what lies outside strings
+    # is every other piece; else an escaped quote may be inside one: find them one by one.
+    outside = _JSON_STRING.sub(b"", data) if b"\\" in data else b"".join(data.split(b'"')[::2])
+    steps = memoryview(outside.translate(_BRACKET_STEP, _NOT_BRACKET)).cast("b")
+    return max(accumulate(steps), default=0)
 
 
 def _schema_error(exc: msgspec.DecodeError, value: bytes) -> Rejection:
@@ -170,41 +229,47 @@ class ProbeDecoder(_Decoder):
                 sensor = catalog.sensor(sensor_id)
                 if sensor is None:
                     raise Rejection(Reason.UNKNOWN_SENSOR, f"sensor {sensor_id!r} is not in the catalog")
+                site = catalog.site_of_sensor(sensor)
+                batched = len(observations) != 1 or not isinstance(observations[0], Observation)
             except Rejection as rej:
                 bad.append(self.dead_letter(batch, msg.offset, msg.value, rej.reason, rej.detail))
                 continue
-            site = catalog.site_of_sensor(sensor)
-            batched = len(observations) != 1 or not isinstance(observations[0], Observation)
+            except Exception as exc:  # one message must never stop the engine
+                bad.append(self.unexpected(batch, msg.offset, msg.value, exc))
+                continue
             for obs in observations:
                 if isinstance(obs, Rejection):
                     bad.append(self.dead_letter(batch, msg.offset, obs.raw, obs.reason, obs.detail))
                     continue
-                reason, detail = self._check(obs, now_ms)
-                if reason is not None:
-                    raw = msgspec.json.encode(obs) if batched else msg.value
-                    bad.append(self.dead_letter(batch, msg.offset, raw, reason, detail))
-                    continue
-                day = obs.ts // DAY_MS
-                device = devices.get((obs.mac, day))
-                if device is None:
-                    device = devices[(obs.mac, day)] = self.hasher.device_normalized(obs.mac, obs.ts)
-                good.append(
-                    (
-                        site,
-                        Sighting(
-                            ts=obs.ts,
-                            sensor_id=sensor.sensor_id,
-                            store_id=sensor.store_id,
-                            zone=sensor.zone,
-                            device=device,
-                            randomized=bool(int(obs.mac[:2], 16) & 0x02),
-                            rssi=obs.rssi,
-                            seq=obs.seq,
-                            fingerprint=fingerprint(obs.ie, obs.vendor_ie),
-                            offset=msg.offset,
-                        ),
+                try:
+                    reason, detail = self._check(obs, now_ms)
+                    if reason is not None:
+                        raw = msgspec.json.encode(obs) if batched else msg.value
+                        bad.append(self.dead_letter(batch, msg.offset, raw, reason, detail))
+                        continue
+                    day = obs.ts // DAY_MS
+                    device = devices.get((obs.mac, day))
+                    if device is None:
+                        device = devices[(obs.mac, day)] = self.hasher.device_normalized(obs.mac, obs.ts)
+                    good.append(
+                        (
+                            site,
+                            Sighting(
+                                ts=obs.ts,
+                                sensor_id=sensor.sensor_id,
+                                store_id=sensor.store_id,
+                                zone=sensor.zone,
+                                device=device,
+                                randomized=bool(int(obs.mac[:2], 16) & 0x02),
+                                rssi=obs.rssi,
+                                seq=obs.seq,
+                                fingerprint=fingerprint(obs.ie, obs.vendor_ie),
+                                offset=msg.offset,
+                            ),
+                        )
                     )
-                )
+                except Exception as exc:  # this observation only; good.append is its last step
+                    bad.append(self.unexpected(batch, msg.offset, None if batched else msg.value, exc))
         return good, bad
 
     _envelope = msgspec.json.Decoder(_BatchEnvelope)
@@ -277,23 +342,24 @@ class TransactionDecoder(_Decoder):
                 except msgspec.DecodeError as exc:
                     raise _schema_error(exc, value) from None
                 site = self._check(txn, catalog, now_ms)
+                good.append(
+                    (
+                        site,
+                        Sale(
+                            ts=txn.ts,
+                            txn_id=txn.txn_id,
+                            store_id=txn.store_id,
+                            amount=txn.amount,
+                            refund=txn.type == "refund",
+                            member_id=txn.member_id,
+                            offset=msg.offset,
+                        ),
+                    )
+                )
             except Rejection as rej:
                 bad.append(self.dead_letter(batch, msg.offset, msg.value, rej.reason, rej.detail))
-                continue
-            good.append(
-                (
-                    site,
-                    Sale(
-                        ts=txn.ts,
-                        txn_id=txn.txn_id,
-                        store_id=txn.store_id,
-                        amount=txn.amount,
-                        refund=txn.type == "refund",
-                        member_id=txn.member_id,
-                        offset=msg.offset,
-                    ),
-                )
-            )
+            except Exception as exc:  # one message must never stop the engine
+                bad.append(self.unexpected(batch, msg.offset, msg.value, exc))
         return good, bad
 
     def _check(self, txn: Transaction, catalog: Catalog, now_ms: int) -> str:
@@ -306,7 +372,12 @@ class TransactionDecoder(_Decoder):
         ts_reason = self.limits.check_ts(txn.ts, now_ms)
         if ts_reason is not None:
             raise Rejection(ts_reason, f"ts {txn.ts} is outside the accepted event-time range")
-        site = catalog.site_of_store(txn.store_id)
-        if site is None:
+        store, site = catalog.store(txn.store_id), catalog.site_of_store(txn.store_id)
+        if store is None or site is None:
             raise Rejection(Reason.UNKNOWN_STORE, f"store {txn.store_id!r} is not in the catalog")
+        if txn.currency != store.currency:
+            raise Rejection(
+                Reason.WRONG_CURRENCY,
+                f"currency {txn.currency[:8]!r}, but store {txn.store_id} takes {store.currency} (catalog)",
+            )
         return site

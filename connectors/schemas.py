@@ -1,8 +1,10 @@
 """The topic contracts: typed schemas of every input and output value (JSON, UTF-8).
 
-Times are epoch milliseconds UTC (``ts``); money is an integer in minor units (fen)
-plus a currency code. Decoding with these types rejects missing and mistyped fields;
-range checks (negative amounts, far-off timestamps) live in ``connectors.decode``.
+Times are epoch milliseconds UTC (``ts``); money is an integer in minor units of the
+store's currency, which the catalog states (``Store.currency``: fen for CNY), plus that
+currency's code. Decoding with these types rejects missing and mistyped fields; range
+checks (negative amounts, far-off timestamps, another currency than the store's) live in
+``connectors.decode``.
 
 >>> import msgspec
 >>> msgspec.json.decode(b'{"sensor_id": "AP-1", "ts": 1, "mac": "a4:5e:60:1b:22:9c", "rssi": -67}',

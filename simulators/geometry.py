@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from connectors.catalog import Campaign, Catalog, Mall, Sensor, Store
+from simulators.pos import CURRENCY
 from simulators.scenario import Scenario, parse_hours
 from simulators.shops import CATEGORIES, MALL_CATEGORY_ORDER, STREET_CATEGORY_ORDER, merchant_of
 
@@ -179,7 +180,7 @@ def build_catalog(scenario: Scenario, sites: list[Site]) -> Catalog:
                 Store(
                     store_id=store_id, merchant_id=merchant_of(category, brand), name=brand,
                     category=category, tz=scenario.tz, lat=lat, lon=lon, mall_id=site.mall_id,
-                    hours=hours,
+                    hours=hours, currency=CURRENCY,
                 )
             )
         for s, sensor_id in enumerate(site.sensor_ids):

@@ -28,6 +28,7 @@ GLANCE_MS = 120_000
 GLANCE_FACTOR = 0.2  # a visit under two minutes rarely ends in a sale
 ABANDON_ON_OUTAGE = 0.2
 MAX_ITEMS = 5
+CURRENCY = "CNY"  # of every simulated store (``simulators.geometry.build_catalog``) and sale
 
 _PAY_NAMES = list(PAYMENT_MIX)
 
@@ -157,7 +158,7 @@ def encode_sale(sale: TrueSale, merchant_id: str, items: list[Item]) -> bytes:
         Transaction(
             type="refund" if sale.refund else "sale", txn_id=sale.txn_id, ts=sale.ts,
             merchant_id=merchant_id, store_id=sale.store_id, amount=sale.amount,
-            currency="CNY", payment=sale.payment, member_id=sale.member_id,  # type: ignore[arg-type]
+            currency=CURRENCY, payment=sale.payment, member_id=sale.member_id,  # type: ignore[arg-type]
             ref_txn_id=sale.ref_txn_id, items=items,
         )
     )

@@ -18,6 +18,7 @@ malls: [{mall_id: M1, name: Joy, tz: Asia/Shanghai, lat: 0, lon: 0}]
 stores:
   - {store_id: S1, merchant_id: X, mall_id: M1, name: A, category: coffee, tz: Asia/Shanghai, lat: 0, lon: 0}
   - {store_id: S9, merchant_id: X, name: Street, category: tea, tz: Asia/Shanghai, lat: 0, lon: 0}
+  - {store_id: S8, merchant_id: Y, name: Kowloon, category: tea, tz: Asia/Hong_Kong, lat: 0, lon: 0, currency: HKD}
 sensors:
   - {sensor_id: AP-1, mall_id: M1, store_id: S1, zone: S1-floor, lat: 0, lon: 0}
 """)
@@ -129,6 +130,7 @@ def test_a_batched_report_rejects_only_its_bad_observations() -> None:
         (txn(amount=-5), "bad_value"),
         (txn(items=[{"sku": "K", "category": "c", "qty": 0, "unit_price": 1}]), "bad_value"),
         (txn(store_id="S404"), "unknown_store"),
+        (txn(currency="USD"), "wrong_currency"),
         (txn(ts=NOW_MS + 30 * 86_400_000), "ts_future"),
         (txn(ts=NOW_MS - 400 * 86_400_000), "ts_past"),
     ],
@@ -136,6 +138,22 @@ def test_a_batched_report_rejects_only_its_bad_observations() -> None:
 def test_each_bad_transaction_gets_its_reason(value: bytes, reason: str) -> None:
     good, bad = decode_txns(value)
     assert good == [] and [d.reason for d in bad] == [reason]
+
+
+def test_a_transaction_is_accepted_only_in_its_stores_currency() -> None:
+    # S1 takes CNY (the default), S8 takes HKD (stated in the catalog)
+    good, bad = decode_txns(
+        txn(store_id="S8", currency="HKD"),
+        txn(txn_id="T2", store_id="S8", currency="CNY"),
+        txn(txn_id="T3", store_id="S1", currency="HKD"),
+        txn(txn_id="T4", store_id="S1", currency="cny"),
+    )
+    assert [(site, s.txn_id, s.amount) for site, s in good] == [("S8", "T1", 1200)]
+    assert [(d.offset, d.reason, d.detail) for d in bad] == [
+        (1, "wrong_currency", "currency 'CNY', but store S8 takes HKD (catalog)"),
+        (2, "wrong_currency", "currency 'HKD', but store S1 takes CNY (catalog)"),
+        (3, "wrong_currency", "currency 'cny', but store S1 takes CNY (catalog)"),
+    ]
 
 
 def test_a_street_store_is_its_own_site_and_refunds_are_flagged() -> None:

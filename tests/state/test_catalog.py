@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -14,6 +15,9 @@ from connectors.catalog import Catalog, Mall, Store
 from state.catalog import CatalogStore, CatalogWatcher
 from state.redis import connect
 from storepulse.errors import BackendUnavailable, CatalogError
+
+if TYPE_CHECKING:
+    from tests.state.conftest import RedisAttempts
 
 YAML_V1 = """
 malls: [{mall_id: M1, name: Joy City, tz: Asia/Shanghai, lat: 31.2, lon: 121.4}]
@@ -117,6 +121,19 @@ def test_load_of_garbage_in_redis_is_a_catalog_error(redis_client):
         CatalogStore(redis_client).load()
 
 
+def test_the_store_currency_round_trips_through_redis_and_an_older_catalog_loads_as_cny(redis_client):
+    store = CatalogStore(redis_client)
+    hkd = Catalog.from_yaml(YAML_V1.replace("lon: 121.4}\nsensors", "lon: 121.4, currency: HKD}\nsensors"))
+    assert hkd.store("S1").currency == "HKD"
+    store.save(hkd)
+    assert b'"currency":"HKD"' in redis_client.get("sp:{catalog}:json")
+    assert store.load() == hkd
+    # JSON written before stores had a currency: the default, CNY, as the YAML default
+    old_json = Catalog.from_yaml(YAML_V1).to_json().replace(b',"currency":"CNY"', b"")
+    redis_client.mset({"sp:{catalog}:json": old_json, "sp:{catalog}:version": b"old"})
+    assert b"currency" not in old_json and store.load().store("S1").currency == "CNY"
+
+
 # ---- CatalogWatcher -------------------------------------------------------------------
 
 
@@ -159,7 +176,7 @@ def test_watcher_checks_once_per_refresh_and_sees_a_new_version_within_it(redis_
 
 
 def test_watcher_keeps_serving_through_an_outage_and_warns_once_per_outage(
-    make_redis_server, caplog
+    make_redis_server, caplog, redis_attempts: RedisAttempts
 ):
     server = make_redis_server()
     catalog = Catalog.from_yaml(YAML_V1)
@@ -169,25 +186,27 @@ def test_watcher_keeps_serving_through_an_outage_and_warns_once_per_outage(
     assert watcher.current() == catalog
     caplog.set_level(logging.INFO, logger="state.catalog")
 
-    def checks(n: int) -> None:
+    def checks(n: int, *, down: bool) -> None:
         for _ in range(n):
             clock.now += 1.0
-            started = time.monotonic()
+            redis_attempts.take()
             assert watcher.current() == catalog
-            assert time.monotonic() - started < 1.0  # a refused connection fails fast
+            # a refused connection fails fast: one attempt (none on a live connection), no backoff
+            connects, sleeps = redis_attempts.take()
+            assert (connects == 1 if down else connects <= 1) and sleeps == [], (connects, sleeps)
 
     def warnings() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
     server.stop()
-    checks(5)
+    checks(5, down=True)
     assert len(warnings()) == 1 and "still serving catalog" in warnings()[0]
     server.start()  # same port, empty (no persistence): the catalog key is gone
-    checks(3)
+    checks(3, down=False)
     assert any("reachable again" in r.getMessage() for r in caplog.records)
     assert len(warnings()) == 1
     server.stop()
-    checks(4)
+    checks(4, down=True)
     assert len(warnings()) == 2
 
 

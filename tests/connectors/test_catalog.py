@@ -1,0 +1,43 @@
+"""The catalog model: each store states its currency, and nonsense is refused by name."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from connectors.catalog import Catalog
+from storepulse.errors import CatalogError
+
+STORES = """
+malls: [{mall_id: M1, name: Joy, tz: Asia/Shanghai, lat: 0, lon: 0}]
+stores:
+  - {store_id: S1, merchant_id: X, mall_id: M1, name: A, category: coffee, tz: Asia/Shanghai, lat: 0, lon: 0}
+  - {store_id: S8, merchant_id: Y, name: B, category: tea, tz: Asia/Hong_Kong, lat: 0, lon: 0, currency: HKD}
+"""
+
+
+def test_a_store_without_a_currency_takes_cny_and_a_stated_one_is_kept() -> None:
+    catalog = Catalog.from_yaml(STORES)
+    assert [(s.store_id, s.currency) for s in catalog.stores] == [("S1", "CNY"), ("S8", "HKD")]
+
+
+def test_the_currency_survives_the_yaml_and_json_round_trips() -> None:
+    catalog = Catalog.from_yaml(STORES)
+    assert "currency: HKD" in catalog.to_yaml()
+    assert Catalog.from_yaml(catalog.to_yaml()) == catalog
+    assert Catalog.from_json(catalog.to_json()) == catalog
+    # the currency is content: changing it moves the version
+    assert Catalog.from_yaml(STORES.replace("HKD", "MOP")).version != catalog.version
+
+
+@pytest.mark.parametrize("bad", ['"cny"', "CN", "CNYY", '""', "C1Y", '"RMB "', "156"])
+def test_a_currency_that_is_not_a_three_letter_code_is_refused_naming_the_store(bad: str) -> None:
+    with pytest.raises(CatalogError, match=r"S8|stores\[1\]\.currency"):
+        Catalog.from_yaml(STORES.replace("currency: HKD", f"currency: {bad}"))
+
+
+def test_validate_refuses_a_bad_currency_in_a_catalog_built_in_code() -> None:
+    catalog = Catalog.from_yaml(STORES)
+    stores = [msgspec.structs.replace(s, currency="yuan") if s.store_id == "S8" else s for s in catalog.stores]
+    with pytest.raises(CatalogError, match="store S8: currency 'yuan' is not a 3-letter uppercase ISO 4217 code"):
+        Catalog(malls=catalog.malls, stores=stores).validate()
