@@ -12,7 +12,38 @@ partition has got in event time (``progress_ts``), which drives the site's event
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import msgspec
+
+
+class PartitionId(NamedTuple):
+    """One input partition: the owner of the ``topic/partition`` text used as a key.
+
+    It is the bytewax partition key of a Kafka partition and the name a site's event
+    clock tracks progress under (Kafka topic names cannot contain ``/``).
+
+    >>> p = PartitionId("wifi.probes", 3)
+    >>> str(p), PartitionId.parse("wifi.probes/3") == p
+    ('wifi.probes/3', True)
+    >>> PartitionId.parse("wifi.probes")
+    Traceback (most recent call last):
+    ...
+    ValueError: not a topic/partition name: 'wifi.probes'
+    """
+
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}/{self.partition}"
+
+    @classmethod
+    def parse(cls, text: str) -> PartitionId:
+        topic, sep, partition = text.rpartition("/")
+        if not sep or not topic or not partition.isdigit():
+            raise ValueError(f"not a topic/partition name: {text!r}")
+        return cls(topic, int(partition))
 
 
 class RawMessage(msgspec.Struct, array_like=True, gc=False):
@@ -29,8 +60,8 @@ class RawBatch(msgspec.Struct, kw_only=True):
 
     @property
     def source(self) -> str:
-        """``topic/partition``: the key event-time progress is tracked under."""
-        return f"{self.topic}/{self.partition}"
+        """``topic/partition`` (``PartitionId``): the key event-time progress is tracked under."""
+        return str(PartitionId(self.topic, self.partition))
 
 
 class Sighting(msgspec.Struct, array_like=True, gc=False):

@@ -1,15 +1,34 @@
-"""Event time of one site, advanced by the slowest source partition still being read.
+"""Event time: how far each input partition has got, and each site's watermark.
 
-Each partition that feeds a site reports how far it has got (the largest event ``ts``
-it has carried). The site's watermark is the minimum over those partitions, as Flink's
-per-partition watermarks are, so reading one partition ahead of another never makes the
-other's events late. A partition that reports itself idle (nothing new for a while at
-the live edge, or nothing for this site) stops holding the watermark back until it
-carries data for the site again. When a backlog is read, no partition is idle, so the
-windows are those live reading yields.
+``PartitionClock`` (one per input partition, kept by the decode step). A partition's
+records are stamped by many clocks: each sensor's, each store's tills. Its progress is
+the newest ``ts`` of the *slowest* of those still reporting, not of the fastest, so one
+sensor whose clock runs minutes fast cannot make its partition-mates late. A source stops
+holding its partition back (is released) when it has sent nothing for ``idle_s`` of wall
+time while the partition is read, or when it is more than ``hold_ms`` of event time
+behind the partition's fastest source (the engine passes the accepted clock skew, so two
+sources whose clocks differ by less than that never make each other late). Progress
+never goes backwards. ``clock_offsets`` tells how far each source's clock is off its
+partition-mates', for the skew metric and the log.
+
+>>> p = PartitionClock(hold_ms=300_000, idle_s=10.0)
+>>> p.advance({"AP-fast": 1_120_000, "AP-ok": 1_000_000}, now=0.0)   # fast sensor +120 s
+1000000
+>>> p.advance({"AP-fast": 1_180_000}, now=5.0)      # AP-ok has not reported since: held
+1000000
+>>> p.advance({"AP-fast": 1_190_000}, now=11.0)     # AP-ok silent for 11 s of wall time
+1190000
+
+``EventClock`` (one per site, kept by the footfall step). Every partition reports its
+progress to every site; the site's watermark is the minimum over the partitions, as
+Flink's per-partition watermarks are, so reading one partition ahead of another never
+makes the other's events late. A partition that reports itself idle (nothing new for a
+while at the live edge) stops holding the watermark back until it reports progress
+again. When a backlog is read, no partition is idle, so the windows are those live
+reading yields.
 
 A new site expects every partition of the engine's inputs: until each has reported
-once (data or idle), there is no watermark. So a partition read far ahead of one that
+once (progress or idle), there is no watermark. So a partition read far ahead of one that
 has not started yet cannot close windows the other still has data for.
 
 >>> c = EventClock(expected={"p/0", "p/1"})
@@ -26,7 +45,63 @@ True
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+FORGET_S = 86_400.0  # a source silent this long (wall time) is forgotten
+
+
+@dataclass
+class SourceClock:
+    """One clock on a partition: its newest ``ts``, and when (wall seconds) it was heard."""
+
+    newest_ts: int
+    heard_at: float
+
+
+@dataclass
+class PartitionClock:
+    hold_ms: int
+    idle_s: float
+    sources: dict[str, SourceClock] = field(default_factory=dict)
+    progress_ts: int | None = None
+
+    def advance(self, newest: Mapping[str, int], now: float) -> int | None:
+        """Take one read's newest ``ts`` per source (at wall time ``now``); the progress."""
+        sources = self.sources
+        for key, ts in newest.items():
+            clock = sources.get(key)
+            if clock is None:
+                sources[key] = SourceClock(ts, now)
+            else:
+                clock.newest_ts = max(clock.newest_ts, ts)
+                clock.heard_at = now
+        if not sources:
+            return self.progress_ts
+        if len(sources) > 1 and min(c.heard_at for c in sources.values()) < now - FORGET_S:
+            self.sources = sources = {k: c for k, c in sources.items() if c.heard_at >= now - FORGET_S}
+        lead = max(c.newest_ts for c in sources.values())
+        floor_ts, since = lead - self.hold_ms, now - self.idle_s
+        reporting = [c.newest_ts for c in sources.values() if c.heard_at >= since and c.newest_ts >= floor_ts]
+        candidate = min(reporting) if reporting else lead
+        if self.progress_ts is None or candidate > self.progress_ts:
+            self.progress_ts = candidate
+        return self.progress_ts
+
+
+
+def clock_offsets(newest: Mapping[str, int]) -> dict[str, int]:
+    """Each source's newest ``ts`` in one read minus the median over the read's sources (ms).
+
+    Records of one read arrived together, so a source whose clock is right is close to the
+    median; comparing within a read keeps a source that was merely silent from looking slow.
+
+    >>> clock_offsets({"AP-1": 1_000_000, "C-1": 1_001_000, "AP-2": 1_121_000})
+    {'AP-1': -1000, 'C-1': 0, 'AP-2': 120000}
+    """
+    median = statistics.median(newest.values())
+    return {k: int(ts - median) for k, ts in newest.items()}
 
 
 @dataclass

@@ -21,17 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import Source
+from bytewax.inputs import FixedPartitionedSource, Source
 from bytewax.outputs import Sink
 
 from connectors.catalog import Catalog
 from connectors.decode import Limits, ProbeDecoder, TransactionDecoder
 from connectors.privacy import DeviceHasher
-from connectors.records import RawBatch
+from connectors.records import PartitionId, RawBatch
 from connectors.schemas import DeadLetter
 from flows.footfall import footfall_builder
 from flows.ingest import ingest
@@ -40,14 +40,40 @@ from storepulse.errors import ConfigError
 from storepulse.settings import Settings
 
 
+@runtime_checkable
+class DeclaresPartitions(Protocol):
+    """A source that names the input partitions it reads apart from its bytewax parts
+    (a test source that replays reads of several partitions from one iterable)."""
+
+    def input_partitions(self) -> frozenset[PartitionId]: ...
+
+
+def input_partitions(source: Source[RawBatch]) -> frozenset[PartitionId]:
+    """The ``topic/partition`` ids a source reads: its own declaration, or its bytewax
+    parts (Kafka and simulator sources name each part ``topic/partition``)."""
+    if isinstance(source, DeclaresPartitions):
+        return source.input_partitions()
+    if isinstance(source, FixedPartitionedSource):
+        try:
+            return frozenset(PartitionId.parse(part) for part in source.list_parts())
+        except ValueError as exc:
+            raise ConfigError(f"{type(source).__name__} does not name its parts topic/partition: {exc}") from exc
+    raise ConfigError(f"{type(source).__name__} does not say which input partitions it reads")
+
+
 @dataclass
 class Sources:
-    """The inputs, and the ``topic/partition`` names they read (every new site's event
-    clock waits until each of those has reported; see ``flows.clock``)."""
+    """The inputs. Every new site's event clock waits until each partition they read has
+    reported (``partitions``, derived from the sources themselves; see ``flows.clock``)."""
 
     probes: Source[RawBatch]
     transactions: Source[RawBatch] | None = None
-    partitions: frozenset[str] = frozenset()
+
+    def partitions(self) -> frozenset[str]:
+        ids = input_partitions(self.probes)
+        if self.transactions is not None:
+            ids |= input_partitions(self.transactions)
+        return frozenset(map(str, ids))
 
 
 @dataclass
@@ -72,13 +98,10 @@ def kafka_sources(settings: Settings) -> Sources:
 
     config = settings.kafka_client_config()
     idle = settings.idle_partition_s
-    probes = KafkaBatchSource(config, settings.topic_probes, idle_after_s=idle)
-    transactions = KafkaBatchSource(config, settings.topic_transactions, idle_after_s=idle)
-    return Sources(
-        probes=probes,
-        transactions=transactions,
-        partitions=frozenset(probes.list_parts() + transactions.list_parts()),
-    )
+    group = settings.kafka_group_id  # offsets committed for monitoring only
+    probes = KafkaBatchSource(config, settings.topic_probes, idle_after_s=idle, group_id=group)
+    transactions = KafkaBatchSource(config, settings.topic_transactions, idle_after_s=idle, group_id=group)
+    return Sources(probes=probes, transactions=transactions)
 
 
 def default_sinks(settings: Settings) -> Sinks:
@@ -129,19 +152,28 @@ def build_flow(
     sources = sources or kafka_sources(settings)
     sinks = sinks or default_sinks(settings)
 
+    # A source (sensor, tills) stops holding its partition back when it is silent for the
+    # idle timeout, or further behind its partition-mates than the clock skew we accept.
+    hold_ms, idle_s = limits.max_clock_skew_ms, settings.idle_partition_s
+
     flow = Dataflow("storepulse")
     probes = op.input("read_probes", flow, sources.probes)  # RawBatch
-    site_batches, dead = ingest("decode_probes", probes, ProbeDecoder(hasher, limits), catalog)
+    ingested = ingest(
+        "decode_probes", probes, ProbeDecoder(hasher, limits), catalog, hold_ms=hold_ms, idle_s=idle_s
+    )
+    site_batches, dead = ingested.batches, ingested.dead
     if sources.transactions is not None:
         txns = op.input("read_transactions", flow, sources.transactions)  # RawBatch
-        sales, dead_txns = ingest("decode_transactions", txns, TransactionDecoder(hasher, limits), catalog)
-        site_batches = op.merge("merge_site_batches", site_batches, sales)
-        dead = op.merge("merge_decode_deadletters", dead, dead_txns)
+        sales = ingest(
+            "decode_transactions", txns, TransactionDecoder(hasher, limits), catalog, hold_ms=hold_ms, idle_s=idle_s
+        )
+        site_batches = op.merge("merge_site_batches", site_batches, sales.batches)
+        dead = op.merge("merge_decode_deadletters", dead, sales.dead)
     # (site, SiteBatch)
     results = op.stateful_batch(
         "count_footfall",
         site_batches,
-        footfall_builder(settings.allowed_lateness_ms, catalog, sources.partitions),
+        footfall_builder(settings.allowed_lateness_ms, catalog, sources.partitions()),
     )
     results_flat = op.key_rm("unkey_footfall", results)
     # FootfallMinute | StoreHour | Visit | DeadLetter

@@ -196,9 +196,36 @@ class SiteFootfall:
             out.append(self._count_visit(visit, catalog, dirty))
         out.extend(self._store_hour(key) for key in sorted(dirty))
         if horizon is not None:
+            out.extend(self._quiet_scopes(horizon - MINUTE_MS, out, catalog))
             self.closed_until = horizon
             self._expire(horizon)
         return out
+
+    def _quiet_scopes(self, minute_ts: int, closed: list[Output], catalog: Catalog) -> list[FootfallMinute]:
+        """A minute for every scope of the site that heard nothing in the newest closed
+        minute, so the live view and gauges show it quiet rather than its last busy minute.
+        Only the newest closed minute: a gap of any length costs one record per scope."""
+        heard = {(m.scope, m.scope_id) for m in closed if isinstance(m, FootfallMinute) and m.minute_ts == minute_ts}
+        return [self._record(scope, minute_ts) for scope in catalog.scopes_of_site(self.site) if scope not in heard]
+
+    def _record(
+        self, scope: Scope, minute_ts: int, devices: int = 0, inside: int = 0, sales: tuple[int, int] = (0, 0)
+    ) -> FootfallMinute:
+        """One scope's closed minute; the 15-minute and hour counts from its rolling window."""
+        index = minute_ts // MINUTE_MS
+        rolling = self.rolling.get(scope)
+        return FootfallMinute(
+            scope=scope[0],  # type: ignore[arg-type]
+            scope_id=scope[1],
+            mall_id=self.site,
+            minute_ts=minute_ts,
+            devices=devices,
+            devices_15m=rolling.distinct(index, 15) if rolling else 0,
+            devices_1h=rolling.distinct(index, 60) if rolling else 0,
+            visitors_inside=inside,
+            sales=sales[0],
+            sales_amount=sales[1],
+        )
 
     def _close_minute(
         self, minute_ts: int, minute: Minute, catalog: Catalog, dirty: set[tuple[str, int]]
@@ -220,20 +247,8 @@ class SiteFootfall:
             sales = minute.sales.get(scope_id, [0, 0]) if kind == "store" else [0, 0]
             if kind == "mall":
                 sales = [sum(c[0] for c in minute.sales.values()), sum(c[1] for c in minute.sales.values())]
-            out.append(
-                FootfallMinute(
-                    scope=kind,  # type: ignore[arg-type]
-                    scope_id=scope_id,
-                    mall_id=self.site,
-                    minute_ts=minute_ts,
-                    devices=len(members),
-                    devices_15m=rolling.distinct(index, 15),
-                    devices_1h=rolling.distinct(index, 60),
-                    visitors_inside=self._inside(scope_id, minute, minute_ts) if kind == "store" else 0,
-                    sales=sales[0],
-                    sales_amount=sales[1],
-                )
-            )
+            inside = self._inside(scope_id, minute, minute_ts) if kind == "store" else 0
+            out.append(self._record(scope, minute_ts, len(members), inside, (sales[0], sales[1])))
             if kind == "store":
                 dirty.add((scope_id, minute_ts // HOUR_MS * HOUR_MS))
         return out
@@ -366,6 +381,7 @@ class FootfallLogic(StatefulBatchLogic[SiteBatch, Output, bytes]):
         return self.state.flush(self.catalog()), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
+        metrics.snapshot_taken(time.time())
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -3,23 +3,35 @@
 Reads ``RawBatch`` (one read of one partition) keyed by ``topic/partition``. Decodes and
 validates the whole batch (``connectors.decode``), then routes the accepted records to
 their sites as one ``SiteBatch`` per site, each carrying how far the partition has got in
-event time. Sites this partition fed before but not in this batch get an empty
-``SiteBatch`` with the new progress, and an idle read is passed on to all of them, so
-every site's event clock hears from every partition that feeds it. Once per catalog
-version, a partition greets each catalog site it has not greeted yet with an idle
-marker: a site's clock waits for every partition until it has heard from it
-(``flows.clock``), and this is how it hears from those that carry nothing for it.
+event time (``flows.clock.PartitionClock``: the slowest of the sensors or tills still
+reporting on it).
 
-State per partition: the sites it has fed and greeted, and its event-time progress
-(small; snapshotted with the Kafka offsets, so a restart resumes both together). Rejected records go out as
-``DeadLetter`` and are counted by topic and reason.
+Every site hears every partition's progress, whether the partition carries records for
+it or not: with each batch that has records for it, and with every read that moves the
+partition's progress into a new second (or follows a catalog change, so a new site gets
+its clock at once). An idle read (nothing new for the source's idle timeout) is passed on
+to every site, so a partition that carries nothing, never or for a while, stops holding
+any site back after the idle timeout. A partition that is being read holds every site
+back to its progress, as Flink's per-partition watermarks do: after downtime it may
+still carry any site's records, so the windows of a backlog equal those of live reading.
+
+State per partition: its ``PartitionClock``, the sites it has fed, the progress second it
+last announced to all sites and the catalog version it did so under (small; snapshotted
+with the Kafka offsets, so a restart resumes both together). Rejected records go out as
+``DeadLetter`` and are counted by topic and reason. Each source's clock offset against the
+others in the same read is a gauge (``storepulse_source_clock_offset_seconds``; a source
+that hears little also looks behind), and one more than a minute ahead in three reads in
+a row is named in the log.
 """
 
 from __future__ import annotations
 
+import logging
+import operator
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeGuard
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -27,7 +39,12 @@ from bytewax.dataflow import Stream
 from connectors.catalog import Catalog
 from connectors.records import RawBatch, Sale, Sighting, SiteBatch
 from connectors.schemas import DeadLetter
+from flows.clock import PartitionClock, clock_offsets
 from storepulse import metrics
+
+log = logging.getLogger(__name__)
+FAR_OFFSET_MS = 60_000  # a source this far from its partition-mates ...
+FAR_READS = 3  # ... in this many reads in a row is named in the log
 
 
 class BatchDecoder(Protocol):
@@ -36,37 +53,75 @@ class BatchDecoder(Protocol):
     ) -> tuple[list[tuple[str, Sighting]], list[DeadLetter]] | tuple[list[tuple[str, Sale]], list[DeadLetter]]: ...
 
 
+# Whose clock stamps a record: the sensor's for a sighting, the store's tills' for a sale.
+_SENSOR_CLOCK, _STORE_CLOCK = operator.attrgetter("sensor_id"), operator.attrgetter("store_id")
+
+
 @dataclass
 class PartitionState:
+    clock: PartitionClock
     sites: set[str] = field(default_factory=set)
-    greeted: set[str] = field(default_factory=set)
+    announced_s: int | None = None
     catalog_version: str | None = None
-    progress_ts: int | None = None
+    far_reads: dict[str, int] = field(default_factory=dict)  # reads in a row a source was far off
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        """Resume a snapshot taken before sources had clocks (progress per partition)."""
+        if "clock" not in saved:
+            clock = PartitionClock(hold_ms=300_000, idle_s=10.0, progress_ts=saved.get("progress_ts"))
+            saved = {"clock": clock, "sites": saved.get("sites", set())}
+        self.__dict__.update({"announced_s": None, "catalog_version": None, "far_reads": {}, **saved})
 
 
 Routed = tuple[str, SiteBatch] | DeadLetter
 
 
-def route(state: PartitionState, batch: RawBatch, decoder: BatchDecoder, catalog: Catalog) -> list[Routed]:
-    """Decode one partition read and route it to sites (updates ``state``)."""
+def is_dead(item: Routed) -> TypeGuard[DeadLetter]:
+    return isinstance(item, DeadLetter)
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """The decode step's two streams."""
+
+    batches: Stream[tuple[str, SiteBatch]]  # (site, SiteBatch)
+    dead: Stream[DeadLetter]
+
+
+def route(state: PartitionState, batch: RawBatch, decoder: BatchDecoder, catalog: Catalog, now: float) -> list[Routed]:
+    """Decode one partition read (at wall time ``now``) and route it to sites (updates ``state``)."""
     source = batch.source
     if batch.idle:
+        progress = state.clock.progress_ts
         return [
-            (site, SiteBatch(site=site, source=source, progress_ts=state.progress_ts, idle=True))
-            for site in sorted(state.sites)
+            (site, SiteBatch(site=site, source=source, progress_ts=progress, idle=True))
+            for site in sorted(catalog.sites() | state.sites)
         ]
     good, bad = decoder.decode(batch, catalog)
     metrics.INPUT_RECORDS.labels(batch.topic).inc(len(good) + len(bad))
     for dead in bad:
         metrics.INPUT_REJECTED.labels(batch.topic, dead.reason).inc()
     by_site: dict[str, list[Sighting | Sale]] = {}
+    newest: dict[str, int] = {}
+    clock_of = _SENSOR_CLOCK if good and isinstance(good[0][1], Sighting) else _STORE_CLOCK
     for site, record in good:
-        by_site.setdefault(site, []).append(record)
-        if state.progress_ts is None or record.ts > state.progress_ts:
-            state.progress_ts = record.ts
+        records = by_site.get(site)
+        if records is None:
+            records = by_site[site] = []
+        records.append(record)
+        key = clock_of(record)
+        if newest.get(key, -1) < record.ts:
+            newest[key] = record.ts
+    progress = state.clock.advance(newest, now)
+    _watch_offsets(state, batch, newest)
     out: list[Routed] = list(bad)
-    for site in sorted(state.sites | by_site.keys()):
-        site_batch = SiteBatch(site=site, source=source, progress_ts=state.progress_ts)
+    targets = set(by_site)
+    if progress is not None and (progress // 1000 != state.announced_s or state.catalog_version != catalog.version):
+        state.announced_s = progress // 1000
+        state.catalog_version = catalog.version
+        targets |= catalog.sites() | state.sites
+    for site in sorted(targets):
+        site_batch = SiteBatch(site=site, source=source, progress_ts=progress)
         records = by_site.get(site)
         if records and isinstance(records[0], Sighting):
             site_batch.sightings = records  # type: ignore[assignment]
@@ -74,12 +129,30 @@ def route(state: PartitionState, batch: RawBatch, decoder: BatchDecoder, catalog
             site_batch.sales = records  # type: ignore[assignment]
         out.append((site, site_batch))
     state.sites |= by_site.keys()
-    if state.catalog_version != catalog.version:
-        state.catalog_version = catalog.version
-        for site in sorted(catalog.sites() - state.sites - state.greeted):
-            out.append((site, SiteBatch(site=site, source=source, progress_ts=state.progress_ts, idle=True)))
-        state.greeted |= catalog.sites()
     return out
+
+
+def _watch_offsets(state: PartitionState, batch: RawBatch, newest: dict[str, int]) -> None:
+    """Export the clock offset of each source in this read; name one that is far ahead in
+    ``FAR_READS`` reads in a row in the log (once, until it is back within half of that).
+    Only clocks ahead are named: a source that hears little also looks behind in a read."""
+    if not newest:
+        return
+    for key, offset_ms in clock_offsets(newest).items():
+        metrics.SOURCE_CLOCK_OFFSET.labels(batch.topic, key).set(offset_ms / 1000)
+        if offset_ms > FAR_OFFSET_MS:
+            streak = state.far_reads[key] = state.far_reads.get(key, 0) + 1
+            if streak == FAR_READS:
+                log.warning(
+                    "%s: the clock of %s is %+.0f s off the median of the %d sources in this read; "
+                    "its records are placed by its own clock (check its NTP)",
+                    batch.source,
+                    key,
+                    offset_ms / 1000,
+                    len(newest),
+                )
+        elif offset_ms <= FAR_OFFSET_MS // 2 and state.far_reads.pop(key, 0) >= FAR_READS:
+            log.info("%s: the clock of %s is back within %.0f s of the others", batch.source, key, offset_ms / 1000)
 
 
 def ingest(
@@ -87,15 +160,20 @@ def ingest(
     raw: Stream[RawBatch],
     decoder: BatchDecoder,
     catalog: Callable[[], Catalog],
-) -> tuple[Stream[tuple[str, SiteBatch]], Stream[DeadLetter]]:
-    """Wire the decode step: returns (site-keyed batches, dead letters)."""
+    *,
+    hold_ms: int,
+    idle_s: float,
+    clock: Callable[[], float] = time.time,
+) -> Ingested:
+    """Wire the decode step: site-keyed batches and dead letters. ``hold_ms`` and
+    ``idle_s`` release a silent source (see ``PartitionClock``); ``clock`` is wall time."""
 
     def mapper(state: PartitionState | None, batch: RawBatch) -> tuple[PartitionState, Iterable[Routed]]:
-        state = state or PartitionState()
-        return state, route(state, batch, decoder, catalog())
+        state = state or PartitionState(PartitionClock(hold_ms, idle_s))
+        return state, route(state, batch, decoder, catalog(), clock())
 
     keyed = op.key_on(f"key_{step_id}_by_partition", raw, lambda b: b.source)
     routed = op.key_rm(f"unkey_{step_id}", op.stateful_flat_map(step_id, keyed, mapper))
     # (site, SiteBatch) | DeadLetter
-    split = op.branch(f"split_{step_id}", routed, lambda r: isinstance(r, DeadLetter))
-    return split.falses, split.trues  # type: ignore[return-value]
+    split = op.branch(f"split_{step_id}", routed, is_dead)
+    return Ingested(batches=split.falses, dead=split.trues)  # type: ignore[arg-type]

@@ -44,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.records import RawBatch, RawMessage
+from connectors.records import PartitionId, RawBatch, RawMessage
 from simulators.mall import SimEvent
 from storepulse.errors import ConfigError
 
@@ -122,15 +122,14 @@ class SimulatorSource(FixedPartitionedSource[RawBatch, int]):
     def _read(self) -> dict[str, _Log]:
         with self._lock:
             if self._logs is None:
-                logs = {f"{self._actual(t)}/{p}": _Log() for t, n in self._partitions.items()
-                        for p in range(n)}
+                logs = {part: _Log() for part in self.list_parts()}
                 for ev in self._events:
                     n = self._partitions.get(ev.topic)
                     if n is None:
                         raise ConfigError(
                             f"event of topic {ev.topic!r}, which has no partition count "
                             f"(partitions: {sorted(self._partitions)})")
-                    log = logs[f"{self._actual(ev.topic)}/{partition_of(ev.key, n)}"]
+                    log = logs[str(PartitionId(self._actual(ev.topic), partition_of(ev.key, n)))]
                     log.ts.append(ev.ts)
                     log.key.append(ev.key)
                     log.value.append(ev.value)
@@ -138,19 +137,19 @@ class SimulatorSource(FixedPartitionedSource[RawBatch, int]):
             return self._logs
 
     def list_parts(self) -> list[str]:
-        return [f"{self._actual(t)}/{p}" for t, n in self._partitions.items() for p in range(n)]
+        return [str(PartitionId(self._actual(t), p)) for t, n in self._partitions.items() for p in range(n)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None
                    ) -> _SimPartition:
         logs = self._read()
         if for_part not in logs:
             raise ConfigError(f"unknown part {for_part!r}; parts: {', '.join(logs)}")
-        topic, _, partition = for_part.rpartition("/")
+        topic, partition = PartitionId.parse(for_part)
         offset = resume_state or 0
         log = logs[for_part]
         if self._clock is not None and offset < len(log.ts):
             self._clock.pending.append(log.ts[offset])
-        return _SimPartition(topic, int(partition), log, offset, self._batch_size,
+        return _SimPartition(topic, partition, log, offset, self._batch_size,
                              self._clock, self._idle_s)
 
 
@@ -164,11 +163,17 @@ class _SimPartition(StatefulSourcePartition[RawBatch, int]):
         self._idle_s = idle_s
         self._awake: datetime | None = None
         self._last_emit = time.monotonic()
+        self._ended = False
 
     def next_batch(self) -> list[RawBatch]:
         log, start = self._log, self._offset
         if start >= len(log.ts):
-            raise StopIteration
+            if self._ended:
+                raise StopIteration
+            # Say idle before ending, so a partition with nothing (left) to read releases
+            # every site's clock now rather than when the last partition ends.
+            self._ended = True
+            return [RawBatch(topic=self._topic, partition=self._partition, messages=[], idle=True)]
         end = min(start + self._batch_size, len(log.ts))
         if self._clock is not None:
             end = bisect.bisect_right(log.ts, self._clock.now_ts(), start, end)

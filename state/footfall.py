@@ -18,6 +18,11 @@ live in one slot. Timestamps are epoch milliseconds UTC.
     score ``minute_ts``, member the record as msgspec JSON (fields in schema order,
     deterministic). One member per minute (a rewrite of a minute replaces it). Trimmed
     on write to the 48 h that end with its newest minute: scores <= newest - 48 h go.
+    It holds every minute in which the scope heard a device or made a sale, and each time
+    the engine closes minutes, the site's newest closed minute for every scope of the
+    site (zeros where nothing was heard), so the live view never shows a stale busy minute.
+    Reading it: a minute at or before the live view's ``minute_ts`` that is missing had
+    nothing heard (devices and sales 0); a minute after it is not computed yet.
 ``sp:footfall:store:{<store_id>}:hour:<hour_ts>`` (hash, TTL 35 days from the last write)
     One ``StoreHour``, absolute values: ``mall_id``, ``store_id``, ``hour_ts``,
     ``visitors``, ``visitors_stable``, ``new_visitors``, ``returning_visitors``,

@@ -115,10 +115,6 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, speedup: float | N
             sources=Sources(
                 probes=source("wifi.probes", PROBE_PARTITIONS),
                 transactions=source("pos.transactions", TXN_PARTITIONS),
-                partitions=frozenset(
-                    [f"wifi.probes/{p}" for p in range(PROBE_PARTITIONS)]
-                    + [f"pos.transactions/{p}" for p in range(TXN_PARTITIONS)]
-                ),
             ),
             sinks=Sinks(
                 deadletter={"deadletter_jsonl": JsonlSink(out), "deadletter_tally": TallySink(tally)},

@@ -54,7 +54,6 @@ def run_footfall(scenario: str, seed: int) -> tuple[Any, list[Visit], dict[str, 
     settings = Settings(mac_hash_key=b"storepulse-eval", max_event_age_s=10 * 365 * 86400.0)
     out: list[Any] = []
     dead: list[Any] = []
-    partitions = {"wifi.probes": 4, "pos.transactions": 2}
     flow = build_flow(
         settings,
         sources=Sources(
@@ -62,7 +61,6 @@ def run_footfall(scenario: str, seed: int) -> tuple[Any, list[Visit], dict[str, 
             transactions=SimulatorSource(
                 [e for e in events if e.topic == "pos.transactions"], partitions={"pos.transactions": 2}
             ),
-            partitions=frozenset(f"{t}/{p}" for t, n in partitions.items() for p in range(n)),
         ),
         sinks=Sinks(deadletter={"deadletter": TestingSink(dead)}, footfall={"footfall": TestingSink(out)}),
         catalog=lambda: sim.catalog,

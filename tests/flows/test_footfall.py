@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,12 +10,13 @@ from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from connectors.catalog import Catalog
-from connectors.records import RawBatch, RawMessage
+from connectors.records import PartitionId, RawBatch, RawMessage
 from connectors.schemas import DeadLetter, FootfallMinute, StoreHour, Visit
 from flows.engine import Sinks, Sources, build_flow
+from flows.testing import ScriptedReads, run_reads
 from storepulse.settings import Settings
 
-CATALOG = Catalog.from_yaml("""
+CATALOG_YAML = """
 malls: [{mall_id: M1, name: Joy, tz: Asia/Shanghai, lat: 0, lon: 0}]
 stores:
   - {store_id: S1, merchant_id: X, mall_id: M1, name: Beans, category: coffee, tz: Asia/Shanghai, lat: 0, lon: 0}
@@ -26,7 +26,8 @@ sensors:
      visit_rssi: -70, min_dwell_s: 120, visit_timeout_s: 300}
   - {sensor_id: AP-2, mall_id: M1, store_id: S2, zone: S2-floor, lat: 0, lon: 0}
   - {sensor_id: C-1, mall_id: M1, zone: M1-corridor, lat: 0, lon: 0}
-""")
+"""
+CATALOG = Catalog.from_yaml(CATALOG_YAML)
 T0 = 1_763_870_400_000  # 2025-11-23 04:00:00 UTC, 12:00 in Shanghai
 MIN = 60_000
 PHONE = "a4:5e:60:1b:22:9c"  # globally administered: a stable MAC
@@ -58,28 +59,20 @@ def batch(topic: str, partition: int, values: list[bytes], first_offset: int = 0
     return RawBatch(topic=topic, partition=partition, messages=msgs)
 
 
-def run(probes: list, txns: list | None = None, recovery: RecoveryConfig | None = None):
+def run(probes: list, txns: list | None = None, recovery: RecoveryConfig | None = None, **kw):
     """Run the engine over literal partition reads; the partitions are those the reads name."""
-    out: list = []
-    dead: list = []
-    reads = [r for r in probes + (txns or []) if isinstance(r, RawBatch)]
-    flow = build_flow(
-        SETTINGS,
-        sources=Sources(
-            probes=TestingSource(probes),
-            transactions=TestingSource(txns) if txns is not None else None,
-            partitions=frozenset(r.source for r in reads),
-        ),
-        sinks=Sinks(deadletter={"dead": TestingSink(dead)}, footfall={"out": TestingSink(out)}),
-        catalog=lambda: CATALOG,
-    )
-    epoch = None if recovery is None else timedelta(0)
-    run_main(flow, epoch_interval=epoch, recovery_config=recovery)
-    return out, dead
+    return run_reads(SETTINGS, CATALOG, probes, txns, recovery=recovery, **kw)
 
 
 def of(kind: type, items: list) -> list:
     return [i for i in items if isinstance(i, kind)]
+
+
+def heard(items: list) -> dict:
+    """The minutes in which a scope heard a device or made a sale, by (scope, id, minute).
+    The others are the zero minutes written for quiet scopes at each close, which depend
+    on when minutes close; these must not."""
+    return {(m.scope, m.scope_id, m.minute_ts): m for m in of(FootfallMinute, items) if m.devices or m.sales}
 
 
 def test_a_visit_its_dwell_and_its_store_hour() -> None:
@@ -171,23 +164,138 @@ def test_reading_one_partition_ahead_does_not_make_the_other_late() -> None:
     assert dead_ahead == dead_inter == []
     assert sorted(of(Visit, out_ahead), key=repr) == sorted(of(Visit, out_inter), key=repr)
     assert len(of(Visit, out_ahead)) == 2
-    final = {(m.scope, m.scope_id, m.minute_ts): m for m in of(FootfallMinute, out_ahead)}
-    assert final == {(m.scope, m.scope_id, m.minute_ts): m for m in of(FootfallMinute, out_inter)}
+    assert heard(out_ahead) == heard(out_inter)
 
 
-def test_an_idle_partition_stops_holding_event_time_back() -> None:
-    # Partition 1 fed M1 once at 12:00 and then went idle; partition 0 goes on to 12:30.
-    # Without the idle marker the site's clock would stay at 12:00 and close nothing.
-    p1 = batch("wifi.probes", 1, [probe(T0, RANDOM_A, -80, "C-1")])
-    p0 = batch("wifi.probes", 0, [probe(T0 + s * 1000, PHONE, -60) for s in range(0, 1800, 30)])
-    held_out, _ = run([p1, p0])  # the input ends, so everything closes at the end anyway
-    idle = RawBatch(topic="wifi.probes", partition=1, messages=[], idle=True)
-    released, _ = run([p1, p0, idle, batch("wifi.probes", 0, [probe(T0 + 31 * MIN, RANDOM_B, -90, "C-1")], 60)])
-    assert of(Visit, held_out) == of(Visit, released)
-    # The order of outputs shows when minutes closed: with the idle marker, minute 12:20
-    # closes before the end of input (before the last read's minute 12:31 exists).
-    minutes = [m.minute_ts for m in of(FootfallMinute, released) if m.scope == "mall"]
-    assert minutes == sorted(minutes) and T0 + 20 * MIN in minutes
+def idle(topic: str, partition: int) -> RawBatch:
+    """What a source emits for a partition with nothing new for its idle timeout."""
+    return RawBatch(topic=topic, partition=partition, messages=[], idle=True)
+
+
+def closed_before_abort(probes: list, txns: list | None = None, **kw) -> list[int]:
+    """Mall minutes (from T0) the engine wrote before the reads stop without an end of
+    input (no flush): what a running engine has written by then."""
+    out, dead = run([*probes, TestingSource.ABORT()], txns, **kw)
+    assert dead == []
+    return sorted({m.minute_ts - T0 for m in of(FootfallMinute, out) if m.scope == "mall"})
+
+
+# Thirty minutes of one phone in S1, read as six partition reads of five minutes each.
+HALF_HOUR = [probe(T0 + s * 1000, PHONE, -60) for s in range(0, 1800, 30)]
+LIVE_READS = [batch("wifi.probes", 0, HALF_HOUR[i : i + 10], first_offset=i) for i in range(0, 60, 10)]
+# Event time reaches 12:29:30; with 60 s lateness, minutes up to 12:27 close (12:28 is open).
+CLOSED_LIVE = [m * MIN for m in range(28)]
+
+
+def test_an_empty_transactions_topic_does_not_stall_footfall() -> None:
+    # pos.transactions/0 never carries a record: the source says it is idle, and every site
+    # stops waiting for it. Without that, no minute closes while the engine runs.
+    txns = [idle("pos.transactions", 0)]
+    assert closed_before_abort(LIVE_READS, txns) == CLOSED_LIVE
+
+
+def test_a_probes_partition_that_never_carries_data_does_not_stall_footfall() -> None:
+    # wifi.probes/1 exists, is read, and is empty: its idle report releases every site.
+    reads = [idle("wifi.probes", 1), *LIVE_READS]
+    assert closed_before_abort(reads) == CLOSED_LIVE
+    # Until it has reported once, a site waits for it (it might carry older records).
+    assert closed_before_abort(LIVE_READS, also=[PartitionId("wifi.probes", 1)]) == []
+
+
+def test_a_sale_on_a_partition_that_was_idle_is_counted_not_late() -> None:
+    # The transactions partition is idle from the start; its first sale, at 12:29:30, comes
+    # whenever it comes relative to the probe reads: nothing stalls and it is not late.
+    # (That the engine writes minutes before such a first record arrives is shown against
+    # the real broker in tests/integration/test_quiet_inputs.py.)
+    txns = [idle("pos.transactions", 0), batch("pos.transactions", 0, [sale(T0 + 29 * MIN + 30_000, "T1", 990)])]
+    assert closed_before_abort(LIVE_READS, txns) == CLOSED_LIVE
+    out, dead = run(LIVE_READS, txns)
+    assert dead == []
+    mall_sales = [(m.minute_ts - T0, m.sales, m.sales_amount) for m in heard(out).values() if m.scope == "mall"]
+    assert [s for s in mall_sales if s[1]] == [(29 * MIN, 1, 990)]
+
+
+def test_a_partition_carrying_only_other_sites_records_still_holds_a_site_back_in_a_backlog() -> None:
+    # Partition 1 carries only mall M2's records at first, then M1's from 12:05. Read with
+    # partition 0 two hours ahead (a backlog), M1 must still wait for partition 1: its
+    # 12:05 records are not late, and M1's minutes equal those of reading in time order.
+    two_malls = Catalog.from_yaml(
+        CATALOG_YAML.replace("malls: [", "malls: [{mall_id: M2, name: Two, tz: UTC, lat: 0, lon: 0}, ")
+        + "  - {sensor_id: M2-1, mall_id: M2, zone: M2-hall, lat: 0, lon: 0}\n"
+    )
+    p0 = [probe(T0 + s * 1000, PHONE, -60) for s in range(0, 7200, 30)]
+    p1_m2 = [probe(T0 + s * 1000, RANDOM_A, -70, "M2-1") for s in range(0, 300, 30)]
+    p1_m1 = [probe(T0 + 5 * MIN + s * 1000, RANDOM_B, -62, "AP-2") for s in range(0, 600, 30)]
+    ahead = [batch("wifi.probes", 1, p1_m2), batch("wifi.probes", 0, p0), batch("wifi.probes", 1, p1_m1, 10)]
+    in_order = [
+        batch("wifi.probes", 1, p1_m2),
+        batch("wifi.probes", 0, p0[:40]),
+        batch("wifi.probes", 1, p1_m1, 10),
+        batch("wifi.probes", 0, p0[40:], 40),
+    ]
+    out_ahead, dead_ahead = run_reads(SETTINGS, two_malls, ahead)
+    out_order, dead_order = run_reads(SETTINGS, two_malls, in_order)
+    assert dead_ahead == dead_order == []
+    assert heard(out_ahead) == heard(out_order)
+    assert ("zone", "S2-floor", T0 + 5 * MIN) in heard(out_ahead)
+
+
+def skewed_reads(fast_ms: int) -> list[RawBatch]:
+    """45 minutes of AP-1 (S1) and AP-2 (S2) on one partition, one probe each per 10 s, read
+    live: each read holds what arrived in those 10 s. AP-2's clock is ``fast_ms`` ahead."""
+    return [
+        batch(
+            "wifi.probes",
+            0,
+            [probe(T0 + s * 1000, PHONE, -60, "AP-1"), probe(T0 + s * 1000 + fast_ms, RANDOM_A, -60, "AP-2")],
+            first_offset=s // 5,
+        )
+        for s in range(0, 45 * 60, 10)
+    ]
+
+
+def test_one_sensor_clock_running_fast_does_not_make_its_partition_mates_late() -> None:
+    # AP-2 two minutes fast (inside the accepted 300 s skew). Before, the partition's
+    # progress was AP-2's clock, and AP-1's records fell 120 s behind a 60 s lateness.
+    # Only the event-time rule may release a sensor here (no wall-clock idleness).
+    settings = Settings(mac_hash_key=b"test-key", max_event_age_s=1e10, idle_partition_s=1e9)
+    correct, dead_correct = run_reads(settings, CATALOG, skewed_reads(0))
+    skewed, dead_skewed = run_reads(settings, CATALOG, skewed_reads(120_000))
+    assert dead_correct == dead_skewed == []
+    s1 = {k: m for k, m in heard(skewed).items() if k[1] in ("S1", "S1-floor")}
+    assert s1 == {k: m for k, m in heard(correct).items() if k[1] in ("S1", "S1-floor")}
+    assert len(s1) == 2 * 45  # every minute of the store and its zone
+    # AP-2's own minutes are where its clock puts them: two minutes later
+    assert min(k[2] for k in heard(skewed) if k[1] == "S2-floor") == T0 + 2 * MIN
+    # A clock off by more than the accepted skew may release its partition-mates (bounded).
+    _, dead_far = run_reads(settings, CATALOG, skewed_reads(400_000))
+    assert {d.reason for d in dead_far} == {"late"}
+
+
+def test_a_quiet_store_shows_zero_at_the_newest_closed_minute_and_a_gap_costs_nothing() -> None:
+    # The phone is in S1 from 12:00 to 12:09:30, then only the corridor hears anything, until
+    # 12:29:30. S2 never hears a thing. Read in 5-minute reads, stopped without a flush.
+    s1 = [probe(T0 + s * 1000, PHONE, -60) for s in range(0, 600, 30)]
+    corridor = [probe(T0 + s * 1000, RANDOM_A, -80, "C-1") for s in range(600, 1800, 30)]
+    values = s1 + corridor
+    reads = [batch("wifi.probes", 0, values[i : i + 10], first_offset=i) for i in range(0, 60, 10)]
+    out, _ = run([*reads, TestingSource.ABORT()])
+    newest: dict = {}
+    for m in of(FootfallMinute, out):  # the live view: each scope's newest minute
+        newest[(m.scope, m.scope_id)] = m
+    assert {k: m.minute_ts - T0 for k, m in newest.items()} == {
+        k: 27 * MIN for k in [("mall", "M1"), ("store", "S1"), ("store", "S2"), ("zone", "S1-floor"),
+                              ("zone", "S2-floor"), ("zone", "M1-corridor")]
+    }
+    # S1: nothing heard at 12:27, one device in the last hour (at 12:00-12:09), none in 15 min
+    s1_live = newest[("store", "S1")]
+    assert (s1_live.devices, s1_live.devices_15m, s1_live.devices_1h, s1_live.visitors_inside) == (0, 0, 1, 0)
+    assert (newest[("zone", "M1-corridor")].devices, newest[("mall", "M1")].devices) == (1, 1)
+    # A month without a sighting costs one record per scope, not one per empty minute.
+    later = batch("wifi.probes", 0, [probe(T0 + 30 * 1440 * MIN + s * 1000, RANDOM_B, -80, "C-1")
+                                     for s in range(0, 600, 30)], first_offset=60)
+    out, _ = run([*reads, later, TestingSource.ABORT()])
+    assert len(of(FootfallMinute, out)) < 400
 
 
 def test_duplicate_transactions_count_once() -> None:
@@ -202,8 +310,10 @@ def test_a_rotated_random_mac_is_one_visit_when_seq_and_fingerprint_continue() -
     # same information elements. One visit over the joint seconds 0..570 step 30, heard
     # nowhere else: one mean interval (570/19 = 30 s) at each end, -30..600 s, 630 s.
     ie = {"ie": [0, 1, 50, 3, 45, 127, 221], "vendor_ie": [6130]}
-    a = [probe(T0 + s * 1000, RANDOM_A, -60, seq=100 + i, **ie) for i, s in enumerate(range(0, 300, 30))]
-    b = [probe(T0 + s * 1000, RANDOM_B, -60, seq=110 + i, **ie) for i, s in enumerate(range(300, 600, 30))]
+    a = [probe(T0 + s * 1000, RANDOM_A, -60, seq=100 + i, ie=ie["ie"], vendor_ie=ie["vendor_ie"])
+         for i, s in enumerate(range(0, 300, 30))]
+    b = [probe(T0 + s * 1000, RANDOM_B, -60, seq=110 + i, ie=ie["ie"], vendor_ie=ie["vendor_ie"])
+         for i, s in enumerate(range(300, 600, 30))]
     out, _ = run([batch("wifi.probes", 0, a + b)])
     assert [(v.start_ts, v.end_ts, v.dwell_s, v.randomized) for v in of(Visit, out)] == [
         (T0 - 30_000, T0 + 600_000, 630.0, True)
@@ -233,7 +343,7 @@ def test_crash_and_resume_gives_the_uninterrupted_results(tmp_path: Path) -> Non
     reads = [batch("wifi.probes", 0, values[i : i + 20], first_offset=i) for i in range(0, len(values), 20)]
     expected, _ = run(reads)
 
-    from bytewax._bytewax import init_db_dir
+    from bytewax.recovery import init_db_dir
 
     init_db_dir(tmp_path, 1)
     recovery = RecoveryConfig(str(tmp_path))
@@ -255,7 +365,7 @@ def test_minutes_close_only_after_the_allowed_lateness(lateness_s: int) -> None:
     flow = build_flow(
         settings,
         sources=Sources(
-            probes=TestingSource(
+            probes=ScriptedReads(
                 [
                     batch("wifi.probes", 0, [probe(T0 + s * 1000, PHONE, -60) for s in (0, 60, 120, 210)]),
                     TestingSource.ABORT(),
@@ -340,7 +450,7 @@ def test_visitors_inside_do_not_depend_on_how_minutes_are_closed() -> None:
     ]
     minute_reads, _ = run([b for b in per_minute if b.messages])
     inside = {
-        name: {m.minute_ts - T0: m.visitors_inside for m in of(FootfallMinute, out) if m.scope == "store"}
+        name: {key[2] - T0: m.visitors_inside for key, m in heard(out).items() if key[:2] == ("store", "S1")}
         for name, out in (("one read", one_read), ("minute reads", minute_reads))
     }
     assert inside["one read"] == inside["minute reads"]

@@ -13,6 +13,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 
+from connectors.records import RawBatch
 from simulators.mall import MallSimulator, SimEvent
 from simulators.scenario import Scenario
 from simulators.source import SimulatorSource
@@ -53,7 +54,9 @@ def test_parts_hold_each_key_in_its_crc32_partition_in_order(events) -> None:
         batches = drain(src.build_part("in", name, None))
         topic, _, partition = name.rpartition("/")
         assert all(b.topic == topic and b.partition == int(partition) for b in batches)
-        assert all(0 < len(b.messages) <= 500 for b in batches)
+        # the end is said as one idle batch, so a finished partition holds no site back
+        assert batches[-1].idle and batches[-1].messages == []
+        assert all(0 < len(b.messages) <= 500 and not b.idle for b in batches[:-1])
         messages = [m for b in batches for m in b.messages]
         assert [m.offset for m in messages] == list(range(len(messages)))
         assert [(m.key, m.value) for m in messages] == expected[name]
@@ -71,6 +74,7 @@ def test_resume_goes_on_exactly_from_the_snapshot(events) -> None:
     tail = [m for b in drain(again.build_part("in", "wifi.probes/1", state)) for m in b.messages]
     assert head + tail == whole
     done = again.build_part("in", "wifi.probes/1", len(whole))
+    assert [(b.idle, b.messages) for b in done.next_batch()] == [(True, [])]
     with pytest.raises(StopIteration):
         done.next_batch()
 
@@ -148,9 +152,12 @@ def test_idle_partition_says_so_after_idle_s() -> None:
     assert [m.offset for b in part.next_batch() for m in b.messages] == [0]
     awake = part.next_awake()  # not in 6 minutes (an hour at 10x): in idle_s, to say so
     assert awake is not None and awake <= datetime.now(UTC) + timedelta(seconds=0.25)
-    idle, deadline = [], time.monotonic() + 3.0
+    idle: list[RawBatch] = []
+    deadline = time.monotonic() + 3.0
     while not idle and time.monotonic() < deadline:
-        wait = (part.next_awake() - datetime.now(UTC)).total_seconds()
+        awake = part.next_awake()
+        assert awake is not None  # the partition is idle, so it names when to say so
+        wait = (awake - datetime.now(UTC)).total_seconds()
         time.sleep(max(0.0, wait))
         idle = [b for b in part.next_batch() if b.idle]
     assert idle and idle[0].messages == [] and part.snapshot() == 1
