@@ -6,6 +6,16 @@ Metadata is always listed for all topics, never for one named topic, because bro
 with ``auto.create.topics.enable`` (Kafka's default, and Tansu) create a topic that a
 metadata request merely names.
 
+The first request of the engine is ``topic_partitions`` (via ``list_partitions`` and
+``ensure_topics``); while it waits for a broker, librdkafka's own log lines (one per
+failed connection attempt, a few per second) are collected instead of logged, so an
+unreachable Kafka gives one ``BackendUnavailable`` naming the bootstrap servers, within
+``timeout_s``, with the gist of those lines in its message.
+
+``PartitionCountWatch`` asks for a topic's partition count now and then without
+blocking (an admin request whose future is checked later), for the source to notice
+partitions added while it runs.
+
 Also here, shared by the source and the sink: which librdkafka errors are fatal
 (authentication and authorisation: retrying cannot help, a person must fix the config)
 and which are transient (broker down, transport, timeouts: librdkafka reconnects by
@@ -22,9 +32,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from storepulse.errors import BackendUnavailable, ConfigError
@@ -116,36 +127,116 @@ class ThrottledErrorLog:
         log.warning("%s: transient Kafka error, retrying: %s%s", self._context, err, extra)
 
 
-def _admin(config: Mapping[str, Any]) -> tuple[AdminClient, list[KafkaError]]:
+class CollapsedLog:
+    """A librdkafka ``logger`` that keeps lines instead of logging them: a count and the last.
+
+    Used while a start-up request waits for a broker: an unreachable bootstrap makes
+    librdkafka log every failed connection attempt (about twenty a second), and the
+    error raised afterwards says it once, with ``summary()``.
+
+    >>> lines = CollapsedLog()
+    >>> for _ in range(3):
+    ...     lines.log(3, "%s [%s] %s", "FAIL", "rdkafka#producer-1", "Connect failed")
+    >>> lines.summary()
+    'librdkafka logged 3 lines, the last: FAIL [rdkafka#producer-1] Connect failed'
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = ""
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        self.count += 1
+        self.last = msg % args if args else msg
+
+    def summary(self) -> str:
+        if not self.count:
+            return ""
+        return f"librdkafka logged {self.count} lines, the last: {self.last}"
+
+
+def _admin(config: Mapping[str, Any], **extra: Any) -> tuple[AdminClient, list[KafkaError]]:
     errors: list[KafkaError] = []
-    admin = make_client(AdminClient, client_config(config, error_cb=errors.append))
+    admin = make_client(AdminClient, client_config(config, error_cb=errors.append, **extra))
     return admin, errors
 
 
 def _unreachable(config: Mapping[str, Any], what: str, exc: Exception,
-                 errors: list[KafkaError]) -> BackendUnavailable:
+                 errors: list[KafkaError], lines: CollapsedLog | None = None) -> BackendUnavailable:
     servers = config.get("bootstrap.servers", "?")
     fatal = [e for e in errors if is_fatal(e)]
     if fatal:
         return BackendUnavailable(
             f"Kafka at {servers}: {what} failed: {fatal[0].str()}; {fatal_hint(fatal[0])}"
         )
+    said = f" ({lines.summary()})" if lines is not None and lines.count else ""
     return BackendUnavailable(
         f"Kafka at {servers}: {what} failed: {exc}. Is the broker up and is "
-        "STOREPULSE_KAFKA_BOOTSTRAP right (and STOREPULSE_KAFKA_CONFIG for TLS/SASL)?"
+        f"STOREPULSE_KAFKA_BOOTSTRAP right (and STOREPULSE_KAFKA_CONFIG for TLS/SASL)?{said}"
     )
 
 
 def topic_partitions(config: Mapping[str, Any], timeout_s: float = METADATA_TIMEOUT_S
                      ) -> dict[str, int]:
-    """Every topic of the cluster and its partition count (no topic gets auto-created)."""
-    admin, errors = _admin(config)
+    """Every topic of the cluster and its partition count (no topic gets auto-created).
+
+    Waits at most ``timeout_s`` for a broker; then ``BackendUnavailable`` with one
+    message (librdkafka's own lines meanwhile are collapsed into it, not logged).
+    """
+    lines = CollapsedLog()
+    admin, errors = _admin(config, logger=lines)
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         admin.poll(0)  # serve error_cb so an authentication failure is named
-        raise _unreachable(config, "listing topics", exc, errors) from exc
+        raise _unreachable(config, "listing topics", exc, errors, lines) from exc
     return {name: len(meta.partitions) for name, meta in metadata.topics.items()}
+
+
+class PartitionCountWatch:
+    """The partition count of ``topic``, asked every ``every_s`` without ever blocking.
+
+    ``poll()`` is cheap: it starts a describe request when one is due (its own admin
+    client, made on first use) and returns the count once the answer has arrived, else
+    None. Failures (broker down, topic deleted) are ignored: the next request is due
+    ``every_s`` later.
+    """
+
+    def __init__(self, config: Mapping[str, Any], topic: str, every_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._config = dict(config)
+        self._topic = topic
+        self._every_s = every_s
+        self._clock = clock
+        self._due = clock()
+        self._admin: AdminClient | None = None
+        self._pending: Future[Any] | None = None
+
+    def poll(self) -> int | None:
+        if self._pending is not None:
+            if not self._pending.done():
+                return None
+            future, self._pending = self._pending, None
+            try:
+                return len(future.result().partitions)
+            except Exception as exc:  # KafkaException, or a describe the broker lacks
+                log.debug("partition count of %r not read: %s", self._topic, exc)
+                return None
+        now = self._clock()
+        if now < self._due:
+            return None
+        self._due = now + self._every_s
+        try:
+            if self._admin is None:
+                self._admin = make_client(AdminClient, client_config(  # the consumer reports errors
+                    self._config, error_cb=lambda err: None, log_level=4))
+            self._admin.poll(0)  # serve its log lines
+            futures = self._admin.describe_topics(
+                TopicCollection([self._topic]), request_timeout=min(self._every_s, 10.0))
+            self._pending = futures[self._topic]
+        except Exception as exc:
+            log.debug("partition count of %r not asked: %s", self._topic, exc)
+        return None
 
 
 def list_partitions(config: Mapping[str, Any], topic: str,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
+from typing import TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
@@ -29,6 +30,7 @@ VALUES: dict[str, tuple[str, ...]] = {
     "zone": ("Z1",),
     "mac_kind": ("global", "random"),
     "campaign": ("C1",),
+    "partition": ("0", "1"),
 }
 # Labels whose values go together rather than as a cartesian product.
 PAIRED: dict[tuple[str, ...], tuple[tuple[str, ...], ...]] = {
@@ -44,19 +46,26 @@ def label_sets(names: tuple[str, ...]) -> list[dict[str, str]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*choices)]
 
 
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+def child(metric: M, labels: dict[str, str]) -> M:
+    """The labelled child of ``metric`` for ``labels``, or ``metric`` itself if unlabelled."""
+    return metric.labels(**labels) if labels else metric
+
+
 def fill(metric: MetricWrapperBase, index: int) -> None:
     """Give ``metric`` one sample per label set, with values that differ per set."""
     names = tuple(metric._labelnames)  # no public accessor
     for n, labels in enumerate(label_sets(names) if names else [{}]):
-        child = metric.labels(**labels) if labels else metric
         value = 1 + index + n
         if isinstance(metric, Counter):
-            child.inc(value * 10)
+            child(metric, labels).inc(value * 10)
         elif isinstance(metric, Gauge):
-            child.set(value / 10 if metric._name.endswith("_ratio") else value)
+            child(metric, labels).set(value / 10 if metric._name.endswith("_ratio") else value)
         elif isinstance(metric, Histogram):
             for seconds in (60, 400, 1500, 4000, 30000):
-                child.observe(seconds * value)
+                child(metric, labels).observe(seconds * value)
         else:
             raise TypeError(f"{metric!r}: no sample recipe for {type(metric).__name__}")
 
