@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from storepulse.errors import StorepulseError
@@ -24,6 +25,22 @@ from storepulse.settings import Settings, describe_variables
 log = logging.getLogger("storepulse")
 
 EPILOG = "Environment variables (flags win over them):\n" + describe_variables()
+
+
+def _number(kind: type[int] | type[float], *, minimum: float, inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse ``type`` that refuses numbers below ``minimum`` (or equal, if not ``inclusive``)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text} is not {'>=' if inclusive else '>'} {minimum:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def _scenario_args(p: argparse.ArgumentParser, default: str) -> None:
@@ -52,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     _scenario_args(demo, "demo")
     demo.add_argument(
         "--speedup",
-        type=float,
+        type=_number(float, minimum=0),
         default=4000.0,
         help="simulated seconds per wall second; 0 = as fast as possible (default: 4000)",
     )
@@ -67,18 +84,26 @@ def parser() -> argparse.ArgumentParser:
         "run",
         help="run the engine against Kafka and Redis",
         description="Run the engine as one process of a bytewax cluster, reading Kafka and serving "
-        "footfall from Redis. Metrics are served on STOREPULSE_METRICS_PORT + process id.",
+        "footfall from Redis. Metrics are served on STOREPULSE_METRICS_PORT + process id (0: off). "
+        "Checks the settings and that Redis answers before it starts.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("-w", "--workers", type=int, default=1, help="worker threads in this process (default: 1)")
-    run.add_argument("-i", "--process-id", type=int, help="this process's index in the cluster")
+    run.add_argument(
+        "-w", "--workers", type=_number(int, minimum=1), default=1, help="worker threads in this process (default: 1)"
+    )
+    run.add_argument("-i", "--process-id", type=_number(int, minimum=0), help="this process's index in the cluster")
     run.add_argument("-a", "--addresses", help='host:port of every process, ";"-separated, same order on all')
     run.add_argument("--recovery-dir", type=Path, help="bytewax recovery directory (default: STOREPULSE_RECOVERY_DIR)")
-    run.add_argument("--snapshot-s", type=float, default=10.0, help="seconds between snapshots (default: 10)")
+    run.add_argument(
+        "--snapshot-s",
+        type=_number(float, minimum=0, inclusive=False),
+        default=10.0,
+        help="seconds between snapshots (default: 10)",
+    )
     run.add_argument(
         "--create-topics",
-        type=int,
+        type=_number(int, minimum=1),
         metavar="PARTITIONS",
         help="create missing input/output topics with this many partitions first",
     )
@@ -90,7 +115,11 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _scenario_args(sim, "demo")
-    sim.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
+    sim.add_argument(
+        "--rate",
+        type=_number(float, minimum=0, inclusive=False),
+        help="messages per second (default: as fast as possible)",
+    )
     sim.add_argument("--load-catalog", action="store_true", help="also load the scenario's catalog into Redis")
 
     cat = sub.add_parser("catalog", help="manage the catalog in Redis")

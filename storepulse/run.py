@@ -10,7 +10,7 @@ from pathlib import Path
 
 from connectors.catalog import Catalog
 from storepulse import metrics
-from storepulse.errors import ConfigError
+from storepulse.errors import CatalogError, ConfigError
 from storepulse.settings import Settings
 
 log = logging.getLogger("storepulse")
@@ -25,31 +25,42 @@ def run_engine(
     snapshot_s: float,
     create_topics: int | None,
 ) -> int:
-    """Run this process of the engine's bytewax cluster until it is stopped."""
-    from bytewax._bytewax import cli_main, init_db_dir
+    """Run this process of the engine's bytewax cluster until it is stopped.
+
+    Checks first, before touching Kafka or building the dataflow: the flags, the metrics
+    port, the MAC hash key, and that Redis answers a PING (``check_redis``).
+    """
     from bytewax.recovery import RecoveryConfig
+    from bytewax.run import cli_main
 
     from flows.engine import build_flow
 
     if (process_id is None) != (addresses is None):
         raise ConfigError("-i/--process-id and -a/--addresses go together (one address per process)")
+    if addresses is not None and process_id is not None and process_id >= len(addresses.split(";")):
+        raise ConfigError(
+            f"-i/--process-id {process_id} has no address in -a/--addresses ({len(addresses.split(';'))} "
+            "given, process ids count from 0)"
+        )
+    port = settings.metrics_port_of(process_id or 0)
+    settings.require_mac_hash_key()
+    check_redis(settings, "run")
     if create_topics:
         from connectors.kafka import ensure_topics
 
         names = (settings.topic_probes, settings.topic_transactions, settings.topic_members, settings.topic_deadletter)
         ensure_topics(settings.kafka_client_config(), {name: create_topics for name in names})
     flow = build_flow(settings)
-    port = settings.metrics_port + (process_id or 0)
-    metrics.serve(port, addr=settings.metrics_addr)
+    _serve_metrics(port, settings.metrics_addr)
     recovery = None
     if settings.recovery_dir is not None:
-        _init_recovery(settings.recovery_dir, init_db_dir, clustered=process_id is not None)
+        _init_recovery(settings.recovery_dir, clustered=process_id is not None)
         recovery = RecoveryConfig(str(settings.recovery_dir))
     log.info(
-        "engine starting: process %s, %d worker(s), metrics on :%d, recovery %s",
+        "engine starting: process %s, %d worker(s), metrics %s, recovery %s",
         process_id or 0,
         workers,
-        port,
+        f"on :{port}" if port else "off",
         settings.recovery_dir or "off",
     )
     cli_main(
@@ -63,9 +74,35 @@ def run_engine(
     return 0
 
 
-def _init_recovery(directory: Path, init_db_dir: object, *, clustered: bool) -> None:
+def check_redis(settings: Settings, command: str) -> None:
+    """PING the Redis of ``STOREPULSE_REDIS_URL``.
+
+    ``ConfigError`` if it is unset or malformed, ``BackendUnavailable`` (naming the variable,
+    password masked) if it does not answer within the connect timeout.
+    """
+    from state.redis import connect
+
+    connect(settings.require_redis_url(command)).close()
+
+
+def _serve_metrics(port: int, addr: str) -> metrics.MetricsServer | None:
+    """Start the metrics (and health) server, or nothing for port 0; a taken port is a ConfigError."""
+    try:
+        return metrics.serve(port, addr=addr)
+    except OSError as exc:
+        raise ConfigError(
+            f"STOREPULSE_METRICS_PORT: cannot serve metrics on {addr}:{port} ({exc.strerror or exc}); "
+            "choose a free port (process N of a cluster uses the port + N), or 0 for no metrics"
+        ) from None
+
+
+def _init_recovery(directory: Path, *, clustered: bool) -> None:
     """Create the recovery partitions the first time a single process runs
     (``python -m bytewax.recovery DIR 1``). A cluster's partitions are made once, up front."""
+    from bytewax.recovery import init_db_dir
+
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"STOREPULSE_RECOVERY_DIR (or --recovery-dir): {directory} is not a directory")
     if directory.exists() and any(directory.glob("part-*.sqlite3")):
         return
     if clustered:
@@ -75,7 +112,7 @@ def _init_recovery(directory: Path, init_db_dir: object, *, clustered: bool) -> 
             "process mounts, then start the processes."
         )
     directory.mkdir(parents=True, exist_ok=True)
-    init_db_dir(directory, 1)  # type: ignore[operator]
+    init_db_dir(directory, 1)
     log.info("initialised recovery directory %s", directory)
 
 
@@ -86,7 +123,7 @@ def simulate(settings: Settings, scenario: str, seed: int, rate: float | None, *
 
     loaded = Scenario.load(scenario)
     if load_catalog:
-        _save_catalog(settings, _scenario_catalog(scenario, seed))
+        _save_catalog(settings, _scenario_catalog(scenario, seed), "simulate --load-catalog")
     topics = {
         "wifi.probes": settings.topic_probes,
         "pos.transactions": settings.topic_transactions,
@@ -106,17 +143,32 @@ def catalog_command(settings: Settings, args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         return 0
     if args.file is not None:
-        catalog = Catalog.from_yaml(args.file.read_text())
+        catalog = Catalog.from_yaml(_read_catalog_file(args.file))
     elif args.scenario:
         catalog = _scenario_catalog(args.scenario, args.seed)
     else:
         raise ConfigError("catalog load needs a FILE.yaml or --scenario NAME")
-    version = _save_catalog(settings, catalog)
+    version = _save_catalog(settings, catalog, "catalog load")
     print(
         f"catalog {version} loaded: {len(catalog.malls)} malls, {len(catalog.stores)} stores, "
         f"{len(catalog.sensors)} sensors, {len(catalog.campaigns)} campaigns"
     )
     return 0
+
+
+def _read_catalog_file(path: Path) -> str:
+    """The text of a catalog file, or a ``CatalogError`` that says why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CatalogError(
+            f"catalog file {path} does not exist. Give the path of a catalog YAML file; "
+            "`storepulse catalog export --scenario demo -o catalog.yaml` writes one to start from."
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"catalog file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise CatalogError(f"cannot read catalog file {path}: {exc.strerror or exc}") from None
 
 
 def _scenario_catalog(scenario: str, seed: int) -> Catalog:
@@ -126,10 +178,8 @@ def _scenario_catalog(scenario: str, seed: int) -> Catalog:
     return MallSimulator(Scenario.load(scenario), seed).catalog
 
 
-def _save_catalog(settings: Settings, catalog: Catalog) -> str:
+def _save_catalog(settings: Settings, catalog: Catalog, command: str) -> str:
     from state.catalog import CatalogStore
     from state.redis import connect
 
-    if not settings.redis_url:
-        raise ConfigError("STOREPULSE_REDIS_URL is not set: the catalog lives in Redis")
-    return CatalogStore(connect(settings.redis_url)).save(catalog)
+    return CatalogStore(connect(settings.require_redis_url(command))).save(catalog)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -25,7 +26,8 @@ def test_the_readme_variable_table_is_the_settings() -> None:
 def test_help_lists_every_variable_and_the_readme_every_command() -> None:
     text = parser().format_help()
     assert all(var.name in text for var in VARIABLES)
-    commands = parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    [sub] = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = sub.choices
     assert set(commands) == {"demo", "run", "simulate", "catalog", "eval", "dashboards"}
     for command in commands:
         assert f"`{command}" in README or f"storepulse {command}" in README, command

@@ -7,7 +7,6 @@ partition-EOF event (not the broker's high watermark, which Tansu can give short
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 
 import pytest
@@ -74,13 +73,13 @@ def test_flush_raises_naming_topic_and_error_when_nothing_listens():
     failures_before = failures_total(topic)
     for i in range(3):
         producer.produce(topic, b"m1", f"push-{i}".encode())
-    started = time.monotonic()
     with pytest.raises(BackendUnavailable) as caught:
         producer.flush(timeout_s=10)
     message = str(caught.value)
     assert f"3 to topic {topic!r}" in message
     assert "_MSG_TIMED_OUT" in message
-    assert time.monotonic() - started < 5  # gave up after 2 attempts, not at the deadline
+    # gave up after 2 attempts, not at the deadline: nothing left waiting or unretried
+    assert "no delivery report" not in message and "not retried" not in message
     assert (producer.delivered, producer.failed) == (0, 6)  # 3 messages x 2 attempts
     assert failures_total(topic) - failures_before == 6
     producer.flush(timeout_s=1)  # the failure was reported once; nothing is left over

@@ -11,6 +11,7 @@ from connectors.catalog import Catalog
 from simulators.mall import MallSimulator
 from simulators.scenario import Scenario
 from state.catalog import CatalogStore
+from tests.fixtures.servers import free_port
 
 
 def storepulse(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -56,3 +57,39 @@ def test_catalog_export_then_load_round_trips(redis_server, redis_client, tmp_pa
     broken.write_text("stores: [{store_id: S1}]\n")
     failed = storepulse("catalog", "load", str(broken), env=env)
     assert failed.returncode == 2 and "catalog YAML is invalid" in failed.stderr
+
+
+def test_catalog_load_of_a_missing_or_unreadable_file_is_a_clear_error(tmp_path: Path):
+    env = {"STOREPULSE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # never reached
+    missing = storepulse("catalog", "load", str(tmp_path / "nope.yaml"), env=env)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert f"catalog file {tmp_path / 'nope.yaml'} does not exist" in missing.stderr
+    assert "catalog export" in missing.stderr  # says how to get one
+    directory = storepulse("catalog", "load", str(tmp_path), env=env)
+    assert directory.returncode == 2 and "Traceback" not in directory.stderr
+    assert f"cannot read catalog file {tmp_path}: Is a directory" in directory.stderr
+
+
+def test_run_checks_redis_before_anything_else(tmp_path: Path):
+    # Kafka is nowhere either: `run` must stop at Redis, before it builds the dataflow.
+    env = {
+        "STOREPULSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "STOREPULSE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "STOREPULSE_MAC_HASH_KEY": "k" * 32,
+        "STOREPULSE_METRICS_PORT": "0",
+    }
+    down = storepulse("run", "--recovery-dir", str(tmp_path / "recovery"), env=env)
+    assert down.returncode == 2 and "Traceback" not in down.stderr, down.stderr
+    [error] = [line for line in down.stderr.splitlines() if line.startswith("storepulse: error:")]
+    assert "did not answer PING" in error and "STOREPULSE_REDIS_URL" in error
+    assert not (tmp_path / "recovery").exists()  # nothing was started
+    unset = storepulse("run", env={**env, "STOREPULSE_REDIS_URL": ""})
+    assert unset.returncode == 2
+    assert "storepulse: error: STOREPULSE_REDIS_URL is not set: `run` needs a Redis server" in unset.stderr
+
+
+def test_nonsense_settings_stop_every_command_naming_the_variable():
+    for args in (["run"], ["simulate"], ["catalog", "load", "--scenario", "demo"]):
+        done = storepulse(*args, env={"STOREPULSE_IDLE_PARTITION_S": "0"})
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "storepulse: error: STOREPULSE_IDLE_PARTITION_S: 0.0 is not a duration" in done.stderr
