@@ -58,7 +58,7 @@ def test_classifier_agrees_with_the_injected_counts(bad_run) -> None:
     sim, events = bad_run
     sensors = {s.sensor_id for s in sim.catalog.sensors}
     stores = {s.store_id for s in sim.catalog.stores}
-    found = Counter()
+    found: Counter[tuple[str, str]] = Counter()
     for e in events:
         reason = classify(e.topic, e.value, e.ts, sensors, stores)
         if reason is not None:
@@ -87,7 +87,7 @@ def test_share_and_spread_per_topic(bad_run) -> None:
 def test_replaced_sales_leave_the_truth(bad_run) -> None:
     sim, events = bad_run
     stores = {s.store_id for s in sim.catalog.stores}
-    good = Counter()
+    good: Counter[str] = Counter()
     for e in events:
         if e.topic != "pos.transactions" or len(e.value) > 1 << 20:
             continue

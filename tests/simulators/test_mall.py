@@ -108,7 +108,7 @@ def test_randomised_macs_have_the_local_bit_and_stable_ones_do_not(base_run) -> 
     owner = truth.mac_owner
     randomized = {p: t.randomized for p, t in truth.people.items()}
     seen = {o.mac for _, o, _ in base_run.observations()}
-    first_octets = Counter()
+    first_octets: Counter[bool] = Counter()
     for mac in seen:
         octet = int(mac[:2], 16)
         assert not octet & 0x01  # unicast
@@ -129,8 +129,8 @@ def test_rotation_period_and_seq_continue_across_rotations(make_run, base_scenar
             frames[owner[o.mac]].add((o.ts, o.seq, o.mac))
             fingerprints[owner[o.mac]].add((tuple(o.ie), tuple(o.vendor_ie)))
     lifetimes, jumps = [], []
-    for person, fs in frames.items():
-        fs = sorted(fs)
+    for person, frame_set in frames.items():
+        fs = sorted(frame_set)
         macs = list(dict.fromkeys(m for _, _, m in fs))
         spans = {m: (min(t for t, _, x in fs if x == m), max(t for t, _, x in fs if x == m))
                  for m in macs}
@@ -205,8 +205,9 @@ def test_member_events_are_consistent(base_run) -> None:
     assert not {m for m in bound if int(m[:2], 16) & 0x02} & probed  # private WiFi MACs never probe
     consents = [e.push for e in events if isinstance(e, Consent)]
     assert 0.3 < sum(consents) / len(consents) < 0.9
-    birthdays = [p.birthday for p in events if isinstance(p, Profile)]
-    assert len(birthdays) == len(signup)
+    profiles = [p for p in events if isinstance(p, Profile)]
+    birthdays = [p.birthday for p in profiles if p.birthday is not None]
+    assert len(birthdays) == len(profiles) == len(signup)  # every member gives a birthday
     assert all(len(b) == 10 and 1950 < int(b[:4]) < 2010 for b in birthdays)
     assert any(b.endswith("-03-15") for b in birthdays)  # a few have their birthday today
     for t in base_run.of_topic("pos.transactions"):

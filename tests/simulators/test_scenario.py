@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -23,7 +24,9 @@ def test_bundled_scenarios_load() -> None:
     assert 4500 <= ev.malls * ev.shoppers_per_mall_per_day + ev.street_stores * (
         ev.street_passers_per_store_per_day) <= 5500
     inc = Scenario.load("incidents")
-    assert sorted(i.__struct_config__.tag for i in inc.incidents) == [
+    tags = [i.__struct_config__.tag for i in inc.incidents]
+    assert all(isinstance(t, str) for t in tags)  # msgspec types tags as str | int | None
+    assert sorted(cast(list[str], tags)) == [
         "flash_crowd", "payment_outage", "sales_drop", "sensor_dark"]
     assert inc.shoppers_per_mall_per_day == demo.shoppers_per_mall_per_day  # extends demo
     assert Scenario.load("bad-input").bad_record_share == 0.05

@@ -42,7 +42,14 @@ Z1_JSON = (b'{"scope":"zone","scope_id":"S1-floor","mall_id":"M1","minute_ts":17
 
 
 def dump_all(client: redis.Redis) -> dict[bytes, bytes]:
-    return {key: client.dump(key) for key in sorted(client.keys("*"))}
+    """Every key with its DUMP bytes (the client does not decode responses)."""
+    dumped: dict[bytes, bytes] = {}
+    for key in sorted(client.keys("*")):
+        assert isinstance(key, bytes)  # no decode_responses
+        value = client.dump(key)
+        assert value is not None, key  # just listed, and nothing expires keys mid-test
+        dumped[key] = value
+    return dumped
 
 
 class CountingConnection(redis.Connection):
