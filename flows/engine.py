@@ -104,7 +104,7 @@ def kafka_sources(settings: Settings) -> Sources:
     return Sources(probes=probes, transactions=transactions)
 
 
-def default_sinks(settings: Settings) -> Sinks:
+def default_sinks(settings: Settings, catalog: Callable[[], Catalog] | None = None) -> Sinks:
     from connectors.kafka import KafkaConfirmedSink
 
     if not settings.redis_url:
@@ -112,7 +112,7 @@ def default_sinks(settings: Settings) -> Sinks:
     kafka = KafkaConfirmedSink(settings.kafka_client_config(), settings.topic_deadletter)
     return Sinks(
         deadletter={"deadletter_kafka": EncodedSink(kafka, encode_deadletter)},
-        footfall={"footfall_redis": RedisFootfallSink(settings.redis_url), "footfall_metrics": MetricsSink()},
+        footfall={"footfall_redis": RedisFootfallSink(settings.redis_url), "footfall_metrics": MetricsSink(catalog)},
     )
 
 
@@ -150,7 +150,7 @@ def build_flow(
     limits = limits_from(settings)
     catalog = catalog or redis_catalog(settings)
     sources = sources or kafka_sources(settings)
-    sinks = sinks or default_sinks(settings)
+    sinks = sinks or default_sinks(settings, catalog)
 
     # A source (sensor, tills) stops holding its partition back when it is silent for the
     # idle timeout, or further behind its partition-mates than the clock skew we accept.

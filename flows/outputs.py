@@ -19,6 +19,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.exceptions import RedisClusterException
 
+from connectors.catalog import Catalog
 from connectors.schemas import DeadLetter, FootfallMinute, StoreHour, Visit
 from state.redis import Backoff, is_retryable
 from storepulse import health, metrics
@@ -72,6 +73,13 @@ def _snake(name: str) -> str:
 
 
 class _MetricsPartition(StatelessSinkPartition[Any]):
+    def __init__(self, catalog: Callable[[], Catalog] | None) -> None:
+        self.catalog = catalog
+
+    def _currency(self, store_id: str) -> str:
+        store = self.catalog().store(store_id) if self.catalog else None
+        return store.currency if store else "XXX"  # ISO 4217 for "no currency"
+
     def write_batch(self, items: list[Any]) -> None:
         for item in items:
             if isinstance(item, FootfallMinute):
@@ -81,7 +89,9 @@ class _MetricsPartition(StatelessSinkPartition[Any]):
                     metrics.VISITORS_INSIDE.labels(item.scope_id).set(item.visitors_inside)
                     if item.sales:
                         metrics.SALES.labels(item.scope_id).inc(item.sales)
-                        metrics.SALES_AMOUNT.labels(item.scope_id).inc(item.sales_amount)
+                        metrics.SALES_AMOUNT.labels(item.scope_id, self._currency(item.scope_id)).inc(
+                            item.sales_amount
+                        )
             elif isinstance(item, StoreHour):
                 if item.capture_rate is not None:
                     metrics.CAPTURE_RATE.labels(item.store_id).set(item.capture_rate)
@@ -94,11 +104,15 @@ class _MetricsPartition(StatelessSinkPartition[Any]):
 
 
 class MetricsSink(DynamicSink[Any]):
-    """Updates the footfall gauges and counters of ``storepulse.metrics``."""
+    """Updates the footfall gauges and counters of ``storepulse.metrics``. Sales amounts are
+    labelled with the store's currency from ``catalog``, so no sum mixes currencies."""
+
+    def __init__(self, catalog: Callable[[], Catalog] | None = None) -> None:
+        self.catalog = catalog
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _MetricsPartition:
         health.dataflow_running()
-        return _MetricsPartition()
+        return _MetricsPartition(self.catalog)
 
 
 class _RedisPartition(StatelessSinkPartition[Any]):

@@ -106,7 +106,11 @@ VISIT_DWELL = Histogram(
     buckets=(300, 1200, 3600, 21600),
 )
 SALES = Counter("storepulse_sales", "Sales counted (refunds excluded).", ["store"])
-SALES_AMOUNT = Counter("storepulse_sales_amount_fen", "Sales amount in minor currency units.", ["store"])
+SALES_AMOUNT = Counter(
+    "storepulse_sales_amount_minor_units",
+    "Sales amount in minor units (e.g. fen, cents) of the store's currency, which the catalog states.",
+    ["store", "currency"],
+)
 CAPTURE_RATE = Gauge(
     "storepulse_footfall_capture_ratio",
     "Visitors / passers-by of the store's current event-time hour.",

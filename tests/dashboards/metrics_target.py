@@ -31,6 +31,7 @@ VALUES: dict[str, tuple[str, ...]] = {
     "mac_kind": ("global", "random"),
     "campaign": ("C1",),
     "partition": ("0", "1"),
+    "currency": ("CNY",),
 }
 # Labels whose values go together rather than as a cartesian product.
 PAIRED: dict[tuple[str, ...], tuple[tuple[str, ...], ...]] = {

@@ -187,3 +187,33 @@ def test_a_real_redis_stopped_mid_run_holds_the_batch_until_it_is_back(make_redi
     reader = FootfallStore(redis.Redis.from_url(server.url))
     assert reader.live("zone", "S1-floor") == ZONE  # the held batch was written
     part.close()
+
+
+def test_sales_amounts_are_counted_in_their_store_currency() -> None:
+    # S1 takes CNY, S8 HKD (the catalog says so): no series mixes the two.
+    from prometheus_client import REGISTRY
+
+    from connectors.catalog import Catalog
+    from connectors.schemas import FootfallMinute as Minute
+    from flows.outputs import MetricsSink
+
+    catalog = Catalog.from_yaml(
+        "{malls: [{mall_id: M1, name: J, tz: UTC, lat: 0, lon: 0}], stores: ["
+        "{store_id: S1, merchant_id: X, mall_id: M1, name: A, category: c, tz: UTC, lat: 0, lon: 0}, "
+        "{store_id: S8, merchant_id: Y, mall_id: M1, name: B, category: c, tz: UTC, lat: 0, lon: 0, currency: HKD}]}"
+    )
+
+    def amount(store: str, currency: str) -> float:
+        labels = {"store": store, "currency": currency}
+        return REGISTRY.get_sample_value("storepulse_sales_amount_minor_units_total", labels) or 0.0
+
+    before = {(s, c): amount(s, c) for s in ("S1", "S8") for c in ("CNY", "HKD")}
+    part = MetricsSink(lambda: catalog).build("write", 0, 1)
+    part.write_batch([
+        Minute(scope="store", scope_id="S1", mall_id="M1", minute_ts=0, devices=1, devices_15m=1, devices_1h=1,
+               visitors_inside=0, sales=1, sales_amount=1200),
+        Minute(scope="store", scope_id="S8", mall_id="M1", minute_ts=0, devices=1, devices_15m=1, devices_1h=1,
+               visitors_inside=0, sales=2, sales_amount=5000),
+    ])
+    after = {(s, c): amount(s, c) - before[(s, c)] for s in ("S1", "S8") for c in ("CNY", "HKD")}
+    assert after == {("S1", "CNY"): 1200, ("S1", "HKD"): 0, ("S8", "CNY"): 0, ("S8", "HKD"): 5000}
