@@ -8,8 +8,8 @@ holding its partition back (is released) when it has sent nothing for ``idle_s``
 time while the partition is read, or when it is more than ``hold_ms`` of event time
 behind the partition's fastest source (the engine passes the accepted clock skew, so two
 sources whose clocks differ by less than that never make each other late). Progress
-never goes backwards. ``clock_offsets`` tells how far each source's clock is off its
-partition-mates', for the skew metric and the log.
+never goes backwards. ``clock_offsets`` tells how far each source's clock is ahead of the
+wall clock, for the skew metric and the log.
 
 >>> p = PartitionClock(hold_ms=300_000, idle_s=10.0)
 >>> p.advance({"AP-fast": 1_120_000, "AP-ok": 1_000_000}, now=0.0)   # fast sensor +120 s
@@ -45,7 +45,6 @@ True
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -91,17 +90,17 @@ class PartitionClock:
 
 
 
-def clock_offsets(newest: Mapping[str, int]) -> dict[str, int]:
-    """Each source's newest ``ts`` in one read minus the median over the read's sources (ms).
+def clock_offsets(newest: Mapping[str, int], now_ms: int) -> dict[str, int]:
+    """Each source's newest ``ts`` in one read minus the wall clock at the read (ms).
 
-    Records of one read arrived together, so a source whose clock is right is close to the
-    median; comparing within a read keeps a source that was merely silent from looking slow.
+    At the live edge a record was just sent, so this is the source's clock offset less the
+    delivery delay: a positive value is a clock running fast, whatever the source's rate.
+    While a backlog is read it is how far behind the read is (negative for every source).
 
-    >>> clock_offsets({"AP-1": 1_000_000, "C-1": 1_001_000, "AP-2": 1_121_000})
-    {'AP-1': -1000, 'C-1': 0, 'AP-2': 120000}
+    >>> clock_offsets({"AP-1": 999_200, "AP-2": 1_120_000}, now_ms=1_000_000)
+    {'AP-1': -800, 'AP-2': 120000}
     """
-    median = statistics.median(newest.values())
-    return {k: int(ts - median) for k, ts in newest.items()}
+    return {k: ts - now_ms for k, ts in newest.items()}
 
 
 @dataclass

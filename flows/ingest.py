@@ -18,10 +18,10 @@ still carry any site's records, so the windows of a backlog equal those of live 
 State per partition: its ``PartitionClock``, the sites it has fed, the progress second it
 last announced to all sites and the catalog version it did so under (small; snapshotted
 with the Kafka offsets, so a restart resumes both together). Rejected records go out as
-``DeadLetter`` and are counted by topic and reason. Each source's clock offset against the
-others in the same read is a gauge (``storepulse_source_clock_offset_seconds``; a source
-that hears little also looks behind), and one more than a minute ahead in three reads in
-a row is named in the log.
+``DeadLetter`` and are counted by topic and reason. Each source's newest ``ts`` minus the
+wall clock is a gauge (``storepulse_source_clock_offset_seconds``: its clock offset at the
+live edge, how far behind the read is in a backlog), and a source more than a minute
+ahead in three reads in a row is named in the log.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def route(state: PartitionState, batch: RawBatch, decoder: BatchDecoder, catalog
         if newest.get(key, -1) < record.ts:
             newest[key] = record.ts
     progress = state.clock.advance(newest, now)
-    _watch_offsets(state, batch, newest)
+    _watch_offsets(state, batch, newest, now)
     out: list[Routed] = list(bad)
     targets = set(by_site)
     if progress is not None and (progress // 1000 != state.announced_s or state.catalog_version != catalog.version):
@@ -132,24 +132,23 @@ def route(state: PartitionState, batch: RawBatch, decoder: BatchDecoder, catalog
     return out
 
 
-def _watch_offsets(state: PartitionState, batch: RawBatch, newest: dict[str, int]) -> None:
-    """Export the clock offset of each source in this read; name one that is far ahead in
-    ``FAR_READS`` reads in a row in the log (once, until it is back within half of that).
-    Only clocks ahead are named: a source that hears little also looks behind in a read."""
+def _watch_offsets(state: PartitionState, batch: RawBatch, newest: dict[str, int], now: float) -> None:
+    """Export each source's newest ``ts`` in this read against the wall clock; name one that
+    is far ahead in ``FAR_READS`` reads in a row in the log (once, until it is back within
+    half of that). Only clocks ahead are named: a backlog makes every source look behind."""
     if not newest:
         return
-    for key, offset_ms in clock_offsets(newest).items():
+    for key, offset_ms in clock_offsets(newest, int(now * 1000)).items():
         metrics.SOURCE_CLOCK_OFFSET.labels(batch.topic, key).set(offset_ms / 1000)
         if offset_ms > FAR_OFFSET_MS:
             streak = state.far_reads[key] = state.far_reads.get(key, 0) + 1
             if streak == FAR_READS:
                 log.warning(
-                    "%s: the clock of %s is %+.0f s off the median of the %d sources in this read; "
-                    "its records are placed by its own clock (check its NTP)",
+                    "%s: the clock of %s is %+.0f s ahead of this engine's; its records are placed "
+                    "by its own clock, up to STOREPULSE_MAX_CLOCK_SKEW_S ahead (check its NTP)",
                     batch.source,
                     key,
                     offset_ms / 1000,
-                    len(newest),
                 )
         elif offset_ms <= FAR_OFFSET_MS // 2 and state.far_reads.pop(key, 0) >= FAR_READS:
             log.info("%s: the clock of %s is back within %.0f s of the others", batch.source, key, offset_ms / 1000)

@@ -79,8 +79,9 @@ EVENT_TIME_LAG = Gauge(
 )
 SOURCE_CLOCK_OFFSET = Gauge(
     "storepulse_source_clock_offset_seconds",
-    "A sensor's (wifi.probes) or store's tills' (pos.transactions) newest event time minus "
-    "the median of the sources on its partition: how far its clock is off.",
+    "A sensor's (wifi.probes) or store's tills' (pos.transactions) newest event time in the "
+    "last read minus the engine's wall clock: its clock offset at the live edge (positive: "
+    "running fast), how far behind the read is while a backlog is read.",
     ["topic", "source"],
 )
 DEVICES = Gauge(

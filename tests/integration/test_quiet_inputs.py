@@ -142,8 +142,11 @@ def test_one_sensor_clock_two_minutes_fast_loses_nothing_read_live(
         for zone in ("S1-floor", "M1-corridor"):
             written = {m: n for m, n in redis_minutes(redis_client, zone).items() if n}
             assert written == {m: len(v) for m, v in expected[zone].items() if m <= newest_closed}, zone
-        offset = engine.metric("storepulse_source_clock_offset_seconds", topic=topics["probes"], source="AP-2")
-        assert offset == 120
-        assert "the clock of AP-2 is +120 s off" in engine.log()
+        # each source's newest ts against the engine's clock, from the last read: AP-2 120 s ahead
+        offsets = {
+            s: engine.metric("storepulse_source_clock_offset_seconds", topic=topics["probes"], source=s)
+            for s in ("AP-1", "AP-2")
+        }
+        assert offsets["AP-2"] - offsets["AP-1"] == pytest.approx(120, abs=1)
     finally:
         engine.stop()
