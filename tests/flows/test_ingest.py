@@ -78,3 +78,21 @@ def test_a_clock_running_fast_is_a_gauge_and_named_once_in_the_log(caplog: pytes
     named = [r.getMessage() for r in caplog.records if "the clock of" in r.getMessage()]
     assert named == ["wifi.probes/0: the clock of AP-2 is +120 s ahead of this engine's; its records are placed "
                      "by its own clock, up to STOREPULSE_MAX_CLOCK_SKEW_S ahead (check its NTP)"]
+
+
+def test_a_site_added_to_the_catalog_hears_every_partition_at_its_next_read() -> None:
+    # M3 appears in the catalog between two reads of the same second: it hears the progress
+    # at once (its clock starts), not only when this partition carries a record for it.
+    state = PartitionState(PartitionClock(300_000, 10.0))
+    now_ms = int(NOW_S * 1000)
+    route(state, read(0, ("AP-1", now_ms - 5000)), DECODER, CATALOG, NOW_S)
+    grown = Catalog.from_yaml(
+        CATALOG.to_yaml().replace("malls:\n", "malls:\n- {mall_id: M3, name: L, tz: UTC, lat: 0, lon: 0}\n", 1)
+    )
+    assert grown.mall("M3") is not None
+    out = route(state, read(1, ("AP-1", now_ms - 4900)), DECODER, grown, NOW_S)
+    assert [(site, b.progress_ts) for site, b in batches(out)] == [
+        ("M1", now_ms - 4900),
+        ("M2", now_ms - 4900),
+        ("M3", now_ms - 4900),
+    ]
