@@ -6,9 +6,13 @@ the newest ``ts`` of the *slowest* of those still reporting, not of the fastest,
 sensor whose clock runs minutes fast cannot make its partition-mates late. A source stops
 holding its partition back (is released) when it has sent nothing for ``idle_s`` of wall
 time while the partition is read, or when it is more than ``hold_ms`` of event time
-behind the partition's fastest source (the engine passes the accepted clock skew, so two
-sources whose clocks differ by less than that never make each other late). Progress
-never goes backwards. ``clock_offsets`` tells how far each source's clock is ahead of the
+behind the median of the sources still reporting (the engine passes the accepted clock
+skew, so clocks that differ by less than that never make each other late; a source that
+went silent is released after that much event time, the same in a backlog as live). The
+median, not the fastest source, is the reference: with three sources or more, a clock
+running hours fast in a backlog (where no wall-clock check refuses its records) cannot
+release the others. With two, the faster is the reference (silence is common, runaway
+clocks are rare). Progress never goes backwards. ``clock_offsets`` tells how far each source's clock is ahead of the
 wall clock, for the skew metric and the log.
 
 >>> p = PartitionClock(hold_ms=300_000, idle_s=10.0)
@@ -18,6 +22,9 @@ wall clock, for the skew metric and the log.
 1000000
 >>> p.advance({"AP-fast": 1_190_000}, now=11.0)     # AP-ok silent for 11 s of wall time
 1190000
+>>> q = PartitionClock(hold_ms=300_000, idle_s=10.0)  # a backlog: one clock a day fast
+>>> q.advance({"A": 1_000_000, "B": 1_001_000, "C": 1_000_000 + 86_400_000}, now=0.0)
+1000000
 
 ``EventClock`` (one per site, kept by the footfall step). Every partition reports its
 progress to every site; the site's watermark is the minimum over the partitions, as
@@ -45,6 +52,7 @@ True
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -80,10 +88,13 @@ class PartitionClock:
             return self.progress_ts
         if len(sources) > 1 and min(c.heard_at for c in sources.values()) < now - FORGET_S:
             self.sources = sources = {k: c for k, c in sources.items() if c.heard_at >= now - FORGET_S}
-        lead = max(c.newest_ts for c in sources.values())
-        floor_ts, since = lead - self.hold_ms, now - self.idle_s
-        reporting = [c.newest_ts for c in sources.values() if c.heard_at >= since and c.newest_ts >= floor_ts]
-        candidate = min(reporting) if reporting else lead
+        since = now - self.idle_s
+        recent = [c.newest_ts for c in sources.values() if c.heard_at >= since]
+        if recent:
+            floor_ts = statistics.median_high(recent) - self.hold_ms
+            candidate = min(ts for ts in recent if ts >= floor_ts)
+        else:  # every source silent: the partition is idle, its newest record is its progress
+            candidate = max(c.newest_ts for c in sources.values())
         if self.progress_ts is None or candidate > self.progress_ts:
             self.progress_ts = candidate
         return self.progress_ts

@@ -267,9 +267,34 @@ def test_one_sensor_clock_running_fast_does_not_make_its_partition_mates_late() 
     assert len(s1) == 2 * 45  # every minute of the store and its zone
     # AP-2's own minutes are where its clock puts them: two minutes later
     assert min(k[2] for k in heard(skewed) if k[1] == "S2-floor") == T0 + 2 * MIN
-    # A clock off by more than the accepted skew may release its partition-mates (bounded).
+    # Two sources, one off by more than the accepted skew: the other is released and its
+    # records are late (dead-lettered, counted). Three or more: see the next test.
     _, dead_far = run_reads(settings, CATALOG, skewed_reads(400_000))
     assert {d.reason for d in dead_far} == {"late"}
+
+
+def test_a_clock_a_day_fast_in_a_backlog_releases_no_one() -> None:
+    # Three sensors on one partition, read as a backlog (so no wall-clock check refuses the
+    # future records): C-1 stamps a day ahead. The median decides who is behind, so AP-1
+    # and AP-2 are not released and not late; C-1's records land where its clock says.
+    day = 86_400_000
+    settings = Settings(mac_hash_key=b"test-key", max_event_age_s=1e10, idle_partition_s=1e9)
+
+    def reads(c1_fast_ms: int) -> list[RawBatch]:
+        out = []
+        for s in range(0, 30 * 60, 10):
+            values = [probe(T0 + s * 1000, PHONE, -60, "AP-1"), probe(T0 + s * 1000, RANDOM_A, -60, "AP-2"),
+                      probe(T0 + s * 1000 + c1_fast_ms, RANDOM_B, -80, "C-1")]
+            out.append(batch("wifi.probes", 0, values, first_offset=s // 10 * 3))
+        return out
+
+    correct, _ = run_reads(settings, CATALOG, reads(0))
+    fast, dead = run_reads(settings, CATALOG, reads(day))
+    assert dead == []
+    stores = {k: m for k, m in heard(fast).items() if k[0] == "store"}
+    assert stores == {k: m for k, m in heard(correct).items() if k[0] == "store"}
+    assert len(stores) == 2 * 30
+    assert min(k[2] for k in heard(fast) if k[1] == "M1-corridor") == T0 + day
 
 
 def test_a_quiet_store_shows_zero_at_the_newest_closed_minute_and_a_gap_costs_nothing() -> None:
