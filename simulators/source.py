@@ -123,13 +123,16 @@ class SimulatorSource(FixedPartitionedSource[RawBatch, int]):
         with self._lock:
             if self._logs is None:
                 logs = {part: _Log() for part in self.list_parts()}
+                # each topic's partition logs, by partition number (one lookup per event)
+                by_topic = {t: [logs[str(PartitionId(self._actual(t), p))] for p in range(n)]
+                            for t, n in self._partitions.items()}
                 for ev in self._events:
-                    n = self._partitions.get(ev.topic)
-                    if n is None:
+                    parts = by_topic.get(ev.topic)
+                    if parts is None:
                         raise ConfigError(
                             f"event of topic {ev.topic!r}, which has no partition count "
                             f"(partitions: {sorted(self._partitions)})")
-                    log = logs[str(PartitionId(self._actual(ev.topic), partition_of(ev.key, n)))]
+                    log = parts[partition_of(ev.key, len(parts))]
                     log.ts.append(ev.ts)
                     log.key.append(ev.key)
                     log.value.append(ev.value)
