@@ -43,7 +43,7 @@ from flows.clock import PartitionClock, clock_offsets
 from storepulse import metrics
 
 log = logging.getLogger(__name__)
-FAR_OFFSET_MS = 60_000  # a source this far from its partition-mates ...
+FAR_OFFSET_MS = 60_000  # a source this far ahead of the engine's clock ...
 FAR_READS = 3  # ... in this many reads in a row is named in the log
 
 
@@ -66,7 +66,8 @@ class PartitionState:
     far_reads: dict[str, int] = field(default_factory=dict)  # reads in a row a source was far off
 
     def __setstate__(self, saved: dict[str, Any]) -> None:
-        """Resume a snapshot taken before sources had clocks (progress per partition)."""
+        """Resume a snapshot taken before sources had clocks (progress per partition); the
+        ingest step sets this run's ``hold_ms`` and ``idle_s`` on every resumed clock."""
         if "clock" not in saved:
             clock = PartitionClock(hold_ms=300_000, idle_s=10.0, progress_ts=saved.get("progress_ts"))
             saved = {"clock": clock, "sites": saved.get("sites", set())}
@@ -168,7 +169,10 @@ def ingest(
     ``idle_s`` release a silent source (see ``PartitionClock``); ``clock`` is wall time."""
 
     def mapper(state: PartitionState | None, batch: RawBatch) -> tuple[PartitionState, Iterable[Routed]]:
-        state = state or PartitionState(PartitionClock(hold_ms, idle_s))
+        if state is None:
+            state = PartitionState(PartitionClock(hold_ms, idle_s))
+        else:  # resumed: the settings of this run apply
+            state.clock.hold_ms, state.clock.idle_s = hold_ms, idle_s
         return state, route(state, batch, decoder, catalog(), clock())
 
     keyed = op.key_on(f"key_{step_id}_by_partition", raw, lambda b: b.source)

@@ -96,3 +96,14 @@ def test_a_site_added_to_the_catalog_hears_every_partition_at_its_next_read() ->
         ("M2", now_ms - 4900),
         ("M3", now_ms - 4900),
     ]
+
+
+def test_a_snapshot_from_before_source_clocks_resumes_with_its_progress() -> None:
+    # What the foundation's decode steps snapshotted: sites fed, sites greeted, progress.
+    old = {"sites": {"M1"}, "greeted": {"M1", "M2"}, "catalog_version": "abc", "progress_ts": 1_000_000}
+    state = PartitionState.__new__(PartitionState)
+    state.__setstate__(old)
+    assert (state.sites, state.clock.progress_ts, state.announced_s, state.far_reads) == ({"M1"}, 1_000_000, None, {})
+    assert not hasattr(state, "greeted")
+    # progress never goes back behind what the old snapshot had reached
+    assert state.clock.advance({"AP-1": 900_000}, now=0.0) == 1_000_000
