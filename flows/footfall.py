@@ -101,7 +101,8 @@ class SiteFootfall:
                 self._add_sighting(s, catalog)
                 accepted += 1
         for sale in batch.sales:
-            if self._late(sale.ts):
+            # a repeat of a counted transaction is a duplicate, however late it comes
+            if self._late(sale.ts) and sale.txn_id not in self.txn_ids:
                 out.append(_late(batch.source, sale.offset, sale))
             elif self._add_sale(sale):
                 accepted += 1

@@ -323,6 +323,17 @@ def test_a_quiet_store_shows_zero_at_the_newest_closed_minute_and_a_gap_costs_no
     assert len(of(FootfallMinute, out)) < 400
 
 
+def test_a_repeat_sent_after_its_minute_closed_is_a_duplicate_not_late() -> None:
+    # T1 at 12:00 is counted; event time moves to 12:10 (minutes before 12:09 close); the
+    # POS sends T1 again: it is a duplicate (counted as such), not a late record.
+    first = batch("pos.transactions", 0, [sale(T0, "T1", 500), sale(T0 + 10 * MIN, "T2", 700)])
+    again = batch("pos.transactions", 0, [sale(T0, "T1", 500)], first_offset=2)
+    probes = batch("wifi.probes", 0, [probe(T0, PHONE, -90), probe(T0 + 10 * MIN, PHONE, -90)])
+    out, dead = run([probes], [first, again])
+    assert dead == []
+    assert sum(m.sales_amount for m in heard(out).values() if m.scope == "store") == 1200
+
+
 def test_duplicate_transactions_count_once() -> None:
     txns = [sale(T0, "T1", 500), sale(T0 + 1000, "T1", 500), sale(T0 + 2000, "T2", 700)]
     out, dead = run([batch("wifi.probes", 0, [probe(T0, PHONE, -90)])], [batch("pos.transactions", 0, txns)])
