@@ -9,7 +9,8 @@ Everything is computed on first use of ``events()`` or ``truth`` and kept in mem
 (a few hundred MB at most for a day of a few malls); ``truth`` is therefore available
 before, during and after iterating ``events()``. ``SimEvent.ts`` is when the message is
 written: a sighting's time for a single-sighting sensor, the report time for a batched
-one, a transaction's or member event's own ``ts``; events come in non-decreasing ``ts``.
+one, a transaction's or member event's own ``ts`` (a repeated transaction's second send:
+when it is sent again, its value unchanged); events come in non-decreasing ``ts``.
 
 >>> from simulators.scenario import Scenario
 >>> sim = MallSimulator(Scenario(name="t", start_date="2025-03-14", stores_per_mall=2,
@@ -36,6 +37,7 @@ from connectors.catalog import Catalog
 from simulators import badrecords
 from simulators.geometry import Site, build_catalog, build_sites
 from simulators.members import plan_members
+from simulators.messy import Mess, mess_up, repeats
 from simulators.people import (
     Population,
     Trips,
@@ -56,7 +58,7 @@ PROBES, SALES, MEMBERS = "wifi.probes", "pos.transactions", "members.events"
 TOPICS = (PROBES, SALES, MEMBERS)
 POOL_FACTOR = 2.5  # people per site per busiest day, so regulars come back on later days
 _STREAM = {"sensors": 1, "arrivals": 2, "people": 3, "paths": 4, "radio": 5, "pos": 6,
-           "members": 7, "bad": 8, "macs": 9}
+           "members": 7, "bad": 8, "macs": 9, "messy": 10}
 
 
 class SimEvent(NamedTuple):
@@ -135,6 +137,8 @@ class MallSimulator:
         flash = [(*self.window(i), inc.multiplier, inc.mall) for i, inc in enumerate(sc.incidents)
                  if isinstance(inc, FlashCrowd)]
         sales: list[tuple[TrueSale, bytes]] = []
+        repeat_at: list[tuple[int, int]] = []  # (index in sales, write ts) of second sends
+        mess = Mess.of(sc)
         member_events: list[tuple[int, str, bytes]] = []
         visits: list[TrueVisit] = []
         people_truth: list[TruePerson] = []
@@ -196,12 +200,19 @@ class MallSimulator:
                 member_id=[plan.member_id[int(p)] for p in v_person],
                 member_since=plan.member_since[v_person], refund_share=sc.refund_share,
                 windows=windows)
+            if not mess.off:
+                mrng = self._rng("messy", si)
+                made = mess_up(mrng, made, mess=mess, windows=windows,
+                               hours=[(a, z - 120_000) for a, z in hours])
+                repeat_at += [(len(sales) + i, w)
+                              for i, w in repeats(mrng, [s.ts for s, _ in made], mess=mess)]
             merchants = {s.store_id: s.merchant_id for s in stores}
             sales += [(s, encode_sale(s, merchants[s.store_id], items)) for s, items in made]
             n_site, flags = self._probes(si, site, people, trips, macs, setups, fp_json, probes)
             sightings += n_site
             batched_flags += flags
-        built = self._assemble(probes, batched_flags, sales, member_events, visits, sightings)
+        built = self._assemble(probes, batched_flags, sales, member_events, visits, sightings,
+                               repeat_at)
         built.truth.mac_owner = dict(zip(macs.text, macs.owner, strict=True))
         built.truth.people = {p.person_id: p for p in people_truth}
         return built
@@ -275,14 +286,19 @@ class MallSimulator:
 
     def _assemble(self, probes: Messages, batched_flags: list[bool],
                   sales: list[tuple[TrueSale, bytes]], member_events: list[tuple[int, str, bytes]],
-                  visits: list[TrueVisit], sightings: int) -> _Built:
-        ts = probes.ts + [s.ts for s, _ in sales] + [t for t, _, _ in member_events]
+                  visits: list[TrueVisit], sightings: int,
+                  repeat_at: list[tuple[int, int]]) -> _Built:
+        # Second sends of repeated transactions go last, so without any the order is as before.
+        ts = (probes.ts + [s.ts for s, _ in sales] + [t for t, _, _ in member_events]
+              + [w for _, w in repeat_at])
         topic = ([PROBES] * len(probes.ts) + [SALES] * len(sales)
-                 + [MEMBERS] * len(member_events))
+                 + [MEMBERS] * len(member_events) + [SALES] * len(repeat_at))
         key = probes.key + [s.store_id.encode() for s, _ in sales] + [
-            m.encode() for _, m, _ in member_events]
-        value = probes.value + [v for _, v in sales] + [v for _, _, v in member_events]
-        batched = np.array(batched_flags + [False] * (len(sales) + len(member_events)), dtype=bool)
+            m.encode() for _, m, _ in member_events] + [
+            sales[k][0].store_id.encode() for k, _ in repeat_at]
+        value = (probes.value + [v for _, v in sales] + [v for _, _, v in member_events]
+                 + [sales[k][1] for k, _ in repeat_at])
+        batched = np.array(batched_flags + [False] * (len(ts) - len(batched_flags)), dtype=bool)
         order = np.argsort(np.array(ts, dtype=np.int64), kind="stable")
         topic = [topic[i] for i in order.tolist()]
         key = [key[i] for i in order.tolist()]
@@ -290,12 +306,19 @@ class MallSimulator:
         batched = batched[order]
         sale_at = np.full(len(ts), -1, dtype=np.int64)
         sale_at[len(probes.ts) + np.arange(len(sales))] = np.arange(len(sales))
+        sale_at[len(ts) - len(repeat_at):] = [k for k, _ in repeat_at]
         sale_at = sale_at[order]
         bad, replaced = badrecords.inject(self._rng("bad"), topic=topic, batched=batched,
                                           key=key, value=value,
                                           share=self.scenario.bad_record_share)
-        lost = {int(sale_at[i]) for i in replaced if sale_at[i] >= 0}
-        true_sales = [s for k, (s, _) in enumerate(sales) if k not in lost]
+        # A transaction reached the stream if one of its sends was not replaced.
+        sends = np.bincount(sale_at[sale_at >= 0], minlength=len(sales))
+        kept = sends - np.bincount(sale_at[[i for i in replaced if sale_at[i] >= 0]],
+                                   minlength=len(sales))
+        true_sales = [s for k, (s, _) in enumerate(sales) if kept[k] > 0]
         visits.sort(key=lambda v: (v.start_ts, v.store_id, v.person_id))
+        truth = Truth(visits=visits, sales=true_sales, bad=bad,
+                      transactions=[v for t, v in zip(topic, value, strict=True) if t == SALES],
+                      repeats=int(np.maximum(kept - 1, 0).sum()))
         return _Built(ts=np.array(ts, dtype=np.int64)[order], topic=topic, key=key, value=value,
-                      truth=Truth(visits=visits, sales=true_sales, bad=bad), sightings=sightings)
+                      truth=truth, sightings=sightings)

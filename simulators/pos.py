@@ -47,7 +47,12 @@ def pick_payment(u: float, excluded: frozenset[str] = frozenset()) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TrueSale:
-    """A transaction as the POS made it (a refund has ``refund`` and ``ref_txn_id``)."""
+    """A transaction as the POS made it (a refund has ``refund`` and ``ref_txn_id``).
+
+    ``ref_txn_id`` is what the message names (None for a refund sent without it);
+    ``refund_of`` the sale a refund is of, named in the message or not;
+    ``partial``: a refund of less than the sale's amount; ``split``: the second refund
+    of a sale, for what the first (partial) one left."""
 
     txn_id: str
     store_id: str
@@ -57,6 +62,9 @@ class TrueSale:
     member_id: str | None
     refund: bool = False
     ref_txn_id: str | None = None
+    refund_of: str | None = None
+    partial: bool = False
+    split: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,8 @@ def make_sales(
             if r_ts < store.leave_by_ms[int(visit_day[v])] and payment not in windows.out(r_ts):
                 refund = TrueSale(txn_id=f"T{ids[v][1]:016x}", store_id=store.store_id,
                                   ts=r_ts, amount=amount, payment=payment, member_id=member,
-                                  refund=True, ref_txn_id=sale.txn_id)
+                                  refund=True, ref_txn_id=sale.txn_id,
+                                  refund_of=sale.txn_id)
                 out.append((refund, items))
     return out
 

@@ -129,6 +129,14 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     batch_interval_s: float = 5.0
     sniffer_extras_share: float = 1.0
     refund_share: float = 0.015
+    # Messy POS exports (``simulators.messy``), all off by default:
+    zero_sale_share: float = 0.0  # of sales: amount 0 (free item, write-off, adjustment)
+    partial_refund_share: float = 0.0  # of refunds: less than the sale's amount
+    split_refund_share: float = 0.0  # of partial refunds: the rest refunded later that day
+    unlinked_refund_share: float = 0.0  # of refunds: sent without ref_txn_id
+    refund_max_days: int = 0  # a refund comes 0 to this many days after its sale
+    duplicate_share: float = 0.0  # of transactions: the same message sent twice
+    duplicate_delay_s: float = 120.0  # mean delay (exponential) of the repeat
     bad_record_share: float = 0.0
     radio: Radio = Radio()
     incidents: list[Incident] = []
@@ -189,7 +197,9 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         for field in (
             "phone_share", "randomized_mac_share", "member_share", "push_consent_share",
             "new_member_share", "batched_sensor_share", "sniffer_extras_share",
-            "street_capture_share", "refund_share", "bad_record_share",
+            "street_capture_share", "refund_share", "bad_record_share", "zero_sale_share",
+            "partial_refund_share", "split_refund_share", "unlinked_refund_share",
+            "duplicate_share",
         ):
             value = getattr(self, field)
             if not 0.0 <= value <= 1.0:
@@ -205,8 +215,10 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             fail("needs at least one mall or street store")
         if self.malls > 99 or self.stores_per_mall > 99 or self.street_stores > 99:
             fail("at most 99 malls, 99 stores per mall and 99 street stores")
+        if not 0 <= self.refund_max_days <= 365:
+            fail(f"refund_max_days must be in [0, 365], got {self.refund_max_days}")
         for field in ("mac_rotation_median_min", "probe_interval_s", "batch_interval_s",
-                      "weekend_factor"):
+                      "weekend_factor", "duplicate_delay_s"):
             if not getattr(self, field) > 0:
                 fail(f"{field} must be positive, got {getattr(self, field)}")
         for field in ("mac_rotation_sigma", "probe_interval_sigma"):

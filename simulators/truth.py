@@ -5,7 +5,10 @@ store entry of every person (with or without a phone); ``sales`` holds the sales
 refunds that reached the stream (one replaced by a bad record did not); ``bad`` counts
 the bad records injected by (logical topic, reason the engine must give); ``mac_owner``
 tells whose phone used each (simulated) MAC, stable, rotated or bound; ``people`` are
-all who made a trip, with or without a store visit. Street stores
+all who made a trip, with or without a store visit; ``transactions`` is every
+``pos.transactions`` value as sent (repeats and bad records included), in send order,
+``repeats`` how many of them repeat an earlier one, and ``pos_counts()`` counts each
+messy case of the export (``simulators.messy``). Street stores
 are their own site, so their visits carry the store id as ``mall_id`` (as the engine's
 ``Visit.mall_id`` does).
 
@@ -62,6 +65,27 @@ class TruePerson:
     member_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class PosCounts:
+    """The transactions that reached the stream, by case (each counted once; repeats apart).
+
+    ``sales`` have an amount above 0 (``member_sales`` of them name a member);
+    ``zero_sales`` are sales of amount 0; ``refunds`` = ``linked_refunds`` (naming their
+    sale) + ``unlinked_refunds``; ``partial_refunds`` are for less than their sale's
+    amount, ``split_refunds`` (partial too) refund what a partial one left; ``repeats``
+    are messages sent a second time."""
+
+    sales: int
+    member_sales: int
+    zero_sales: int
+    refunds: int
+    linked_refunds: int
+    unlinked_refunds: int
+    partial_refunds: int
+    split_refunds: int
+    repeats: int
+
+
 @dataclass
 class Truth:
     visits: list[TrueVisit]
@@ -69,6 +93,24 @@ class Truth:
     bad: dict[tuple[str, str], int]
     mac_owner: dict[str, str] = field(default_factory=dict)  # simulated MAC -> person_id
     people: dict[str, TruePerson] = field(default_factory=dict)
+    transactions: list[bytes] = field(default_factory=list)  # pos.transactions values, as sent
+    repeats: int = 0
+
+    def pos_counts(self) -> PosCounts:
+        """Counts of each case of the ``pos.transactions`` export."""
+        sales = [s for s in self.sales if not s.refund]
+        refunds = [s for s in self.sales if s.refund]
+        return PosCounts(
+            sales=sum(s.amount > 0 for s in sales),
+            member_sales=sum(s.amount > 0 and s.member_id is not None for s in sales),
+            zero_sales=sum(s.amount == 0 for s in sales),
+            refunds=len(refunds),
+            linked_refunds=sum(r.ref_txn_id is not None for r in refunds),
+            unlinked_refunds=sum(r.ref_txn_id is None for r in refunds),
+            partial_refunds=sum(r.partial for r in refunds),
+            split_refunds=sum(r.split for r in refunds),
+            repeats=self.repeats,
+        )
 
     def _qualifying(self, kind: Kind, min_dwell_s: dict[str, int] | int) -> list[TrueVisit]:
         if kind not in ("all", "stable"):
@@ -99,7 +141,8 @@ class Truth:
         return float(np.median(dwells)) if dwells else float("nan")
 
     def sales_by_store(self) -> dict[str, tuple[int, int]]:
-        """(count, amount in fen) of the sales of each store, refunds excluded."""
+        """(count, amount in fen) of the sales of each store, refunds excluded (zero-amount
+        sales included)."""
         out: dict[str, tuple[int, int]] = {}
         for s in self.sales:
             if not s.refund:
