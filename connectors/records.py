@@ -84,8 +84,18 @@ class Sighting(msgspec.Struct, array_like=True, gc=False):
     offset: int
 
 
+class LineItem(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One line of a sale: ``qty`` of ``sku`` in ``category`` at ``unit_price`` (minor units)."""
+
+    sku: str
+    category: str
+    qty: int
+    unit_price: int
+
+
 class Sale(msgspec.Struct, array_like=True, gc=False):
-    """A sale or refund after validation (de-duplication by txn_id happens per site)."""
+    """A sale or refund after validation (de-duplication by txn_id happens per site for
+    footfall, per member for profiles). ``amount`` is in minor units of the store's currency."""
 
     ts: int
     txn_id: str
@@ -94,6 +104,10 @@ class Sale(msgspec.Struct, array_like=True, gc=False):
     refund: bool
     member_id: str | None
     offset: int
+    merchant_id: str = ""
+    payment: str = ""
+    ref_txn_id: str | None = None
+    items: list[LineItem] = []
 
 
 class SiteBatch(msgspec.Struct, kw_only=True):

@@ -198,3 +198,37 @@ def dwell_bucket(dwell_s: float) -> int:
         if dwell_s < bound:
             return i
     return len(DWELL_BUCKET_BOUNDS_S)
+
+
+class MemberProfile(msgspec.Struct, kw_only=True, frozen=True):
+    """One member's profile as of ``as_of_ts``, absolute values (a replay rewrites the same).
+
+    The cross-service contract: ``flows.profiles`` computes it, ``state.profiles`` stores
+    it in Redis, other services read it there. Every field and rule is defined in
+    docs/member-profiles.md; change that page and this record together. Money in minor
+    units of the store's currency, times in epoch milliseconds UTC. ``stores`` is sorted;
+    the favourite categories are highest first. None where the page says "if no sales".
+    """
+
+    member_id: str
+    as_of_ts: int
+    sales: int
+    refunds: int
+    zero_sales: int
+    duplicates: int
+    gross_spend: int
+    refunded: int
+    net_spend: int
+    avg_ticket: int | None
+    first_purchase_ts: int | None
+    last_purchase_ts: int | None
+    stores: tuple[str, ...]
+    spend_30d: int
+    spend_90d: int
+    purchases_30d: int
+    purchases_90d: int
+    recency_days: int | None
+    rfm: str | None
+    favourite_categories: tuple[str, ...]
+    favourite_categories_decayed: tuple[str, ...]
+    preferred_payment: str | None
