@@ -127,9 +127,13 @@ class _RedisPartition(StatelessSinkPartition[Any]):
         backoff: Backoff,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        kinds: tuple[type, ...] = (FootfallMinute, StoreHour),
+        on_written: Callable[[Any], None] | None = None,
     ) -> None:
         self.store = store  # a FootfallStore, or anything with its write(records)
         self.name = name  # the readiness condition, e.g. "redis[0]"
+        self.kinds = kinds  # the records this store writes; others are not for it
+        self.on_written = on_written  # called with what store.write returned, once per batch
         self.readiness = readiness
         self.backoff = backoff
         self.sleep = sleep
@@ -140,13 +144,13 @@ class _RedisPartition(StatelessSinkPartition[Any]):
         metrics.REDIS_UP.set(1)
 
     def write_batch(self, items: list[Any]) -> None:
-        records = [i for i in items if isinstance(i, FootfallMinute | StoreHour)]
+        records = [i for i in items if isinstance(i, self.kinds)]
         if not records:
             return
         attempt = 0
         while True:
             try:
-                self.store.write(records)
+                written = self.store.write(records)
             except (redis.RedisError, RedisClusterException, OSError) as exc:
                 metrics.REDIS_WRITE_FAILURES.inc()
                 metrics.REDIS_UP.set(0)
@@ -162,6 +166,8 @@ class _RedisPartition(StatelessSinkPartition[Any]):
                 metrics.REDIS_WRITE_RETRIES.inc()
                 continue
             self._succeeded(len(records))
+            if self.on_written is not None:
+                self.on_written(written)
             return
 
     def _failed(self, count: int, reason: str) -> None:
@@ -184,7 +190,39 @@ class _RedisPartition(StatelessSinkPartition[Any]):
         metrics.REDIS_LAST_WRITE.set(now)
 
 
-class RedisFootfallSink(DynamicSink[Any]):
+class _RedisSink(DynamicSink[Any]):
+    """What the Redis sinks share: connect at build, then ``_RedisPartition``'s outage
+    behaviour (retry whole with backoff, readiness, metrics; see ``RedisFootfallSink``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        backoff: Backoff | None = None,
+        readiness: health.Readiness = health.READINESS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = url
+        self.backoff = backoff or Backoff()
+        self.readiness = readiness
+        self.sleep = sleep
+
+    def _build(self, store_of: Callable[[Any], Any], name: str, **options: Any) -> _RedisPartition:
+        from state.redis import connect
+
+        partition = _RedisPartition(
+            store_of(connect(self.url)),
+            name,
+            readiness=self.readiness,
+            backoff=self.backoff,
+            sleep=self.sleep,
+            **options,
+        )
+        health.dataflow_running(self.readiness)
+        return partition
+
+
+class RedisFootfallSink(_RedisSink):
     """Writes minutes and store-hours to Redis (``state.footfall``); one pipeline per batch.
     Idempotent: a replay rewrites the same absolute values.
 
@@ -201,32 +239,33 @@ class RedisFootfallSink(DynamicSink[Any]):
     the build also marks readiness ``dataflow`` up.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        backoff: Backoff | None = None,
-        readiness: health.Readiness = health.READINESS,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.url = url
-        self.backoff = backoff or Backoff()
-        self.readiness = readiness
-        self.sleep = sleep
-
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
         from state.footfall import FootfallStore
-        from state.redis import connect
 
-        partition = _RedisPartition(
-            FootfallStore(connect(self.url)),
-            f"redis[{worker_index}]",
-            readiness=self.readiness,
-            backoff=self.backoff,
-            sleep=self.sleep,
+        return self._build(FootfallStore, f"redis[{worker_index}]")
+
+
+class RedisProfileSink(_RedisSink):
+    """Writes member profiles to Redis (``state.profiles``); one pipeline per batch, other
+    items are ignored. Idempotent: a profile replaces the stored one only if its
+    ``as_of_ts`` is not older, so a replay never moves a profile backwards.
+    ``storepulse_profile_updates_total`` counts the profiles written.
+
+    Outages and errors as ``RedisFootfallSink`` (the same retry loop), with its own
+    readiness condition ``redis-profiles[<worker>]``; it shares ``storepulse_redis_up``
+    and the write failure and retry counters.
+    """
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        from connectors.schemas import MemberProfile
+        from state.profiles import ProfileStore
+
+        return self._build(
+            ProfileStore,
+            f"redis-profiles[{worker_index}]",
+            kinds=(MemberProfile,),
+            on_written=metrics.PROFILE_UPDATES.inc,
         )
-        health.dataflow_running(self.readiness)
-        return partition
 
 
 class _EncodedPartition(StatelessSinkPartition[Any]):

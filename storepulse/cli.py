@@ -5,7 +5,8 @@ storepulse run                       against Kafka and Redis (a bytewax cluster 
 storepulse simulate                  write a scenario to Kafka at a set rate
 storepulse catalog load FILE.yaml    load malls, stores, sensors, campaigns into Redis
 storepulse catalog export            write a scenario's catalog as YAML
-storepulse eval footfall             engine footfall vs the simulator's truth
+storepulse eval footfall|profiles    engine footfall or member profiles vs the simulator's truth
+storepulse profile show MEMBER_ID    a member's profile as stored in Redis
 storepulse dashboards push           push the Grafana dashboards
 """
 
@@ -133,9 +134,24 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
 
     ev = sub.add_parser("eval", help="compare the engine's results with the simulator's truth")
-    ev.add_argument("what", choices=["footfall"])
-    _scenario_args(ev, "eval-footfall")
+    ev.add_argument("what", choices=["footfall", "profiles"])
+    ev.add_argument(
+        "--scenario",
+        help="bundled scenario name or YAML path (default: eval-footfall for footfall, members-month for profiles)",
+    )
+    ev.add_argument("--seed", type=int, default=7, help="random seed of the simulation (default: 7)")
     ev.add_argument("--json", action="store_true", help="print only the JSON result")
+
+    prof = sub.add_parser("profile", help="member profiles in Redis")
+    prof_sub = prof.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
+    show = prof_sub.add_parser(
+        "show",
+        help="print a member's profile from Redis (STOREPULSE_REDIS_URL); exit 1 if there is none",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("member_id", metavar="MEMBER_ID", help="the member's id (member_id of pos.transactions)")
+    show.add_argument("--json", action="store_true", help="print the profile as one JSON object")
 
     dash = sub.add_parser("dashboards", help="Grafana dashboards")
     dash_sub = dash.add_subparsers(dest="dashboards_command", required=True, metavar="ACTION")
@@ -198,9 +214,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return catalog_command(Settings.from_env(), args)
     if args.command == "eval":
-        from storepulse.evaluate import evaluate_footfall
+        from storepulse.evaluate import evaluate_footfall, evaluate_profiles
 
-        return evaluate_footfall(args.scenario, args.seed, as_json=args.json)
+        if args.what == "profiles":
+            return evaluate_profiles(args.scenario or "members-month", args.seed, as_json=args.json)
+        return evaluate_footfall(args.scenario or "eval-footfall", args.seed, as_json=args.json)
+    if args.command == "profile":
+        from storepulse.run import show_profile
+
+        return show_profile(Settings.from_env(), args.member_id, as_json=args.json)
     if args.command == "dashboards":
         from dashboards.push import push_dashboards
         from storepulse.errors import ConfigError

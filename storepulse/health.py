@@ -13,9 +13,9 @@ not hide another's failure):
     Declared down ("not started") by the default registry at import, up once a sink of
     the running dataflow is built (``flows.outputs``): a process that only serves
     metrics is not ready.
-``redis[<w>]``
-    Up when the footfall sink connected (PING) and after every successful write; down
-    from the first failed write until a retry succeeds.
+``redis[<w>]``, ``redis-profiles[<w>]``
+    Up when the footfall (profile) sink connected (PING) and after every successful
+    write; down from the first failed write until a retry succeeds.
 ``kafka[<topic>/<partition>]``
     Reported by each Kafka partition reader through ``kafka_ok`` / ``kafka_failed``: up
     when it is built (the partitions were just listed) and whenever a read returns

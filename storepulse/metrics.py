@@ -130,19 +130,23 @@ CATALOG_VERSION = Gauge(
 # ---- Operations: Redis writes, catalog checks, snapshots, build (issue 12) ---------------
 REDIS_WRITE_FAILURES = Counter(
     "storepulse_redis_write_failures",
-    "Footfall batch writes to Redis that failed (each retryable one is retried whole).",
+    "Batch writes to Redis (footfall, profiles) that failed (each retryable one is retried whole).",
 )
 REDIS_WRITE_RETRIES = Counter(
     "storepulse_redis_write_retries",
-    "Retries of footfall batch writes to Redis, after a backoff wait.",
+    "Retries of batch writes to Redis (footfall, profiles), after a backoff wait.",
 )
 REDIS_UP = Gauge(
     "storepulse_redis_up",
-    "1 if the last footfall write to Redis succeeded, 0 while writes fail.",
+    "1 if the last batch write to Redis (footfall, profiles) succeeded, 0 while writes fail.",
 )
 REDIS_LAST_WRITE = Gauge(
     "storepulse_redis_last_write_timestamp_seconds",
-    "When a footfall write to Redis last succeeded (age: time() - this).",
+    "When a batch write to Redis (footfall, profiles) last succeeded (age: time() - this).",
+)
+PROFILE_UPDATES = Counter(
+    "storepulse_profile_updates",
+    "Member profiles written to Redis (one older than the stored profile is not written, not counted).",
 )
 CATALOG_CHECK_FAILURES = Counter(
     "storepulse_catalog_check_failures",

@@ -1,4 +1,4 @@
-"""``storepulse run``, ``simulate`` and ``catalog``: the commands that talk to real servers."""
+"""``storepulse run``, ``simulate``, ``catalog`` and ``profile``: the commands that talk to real servers."""
 
 from __future__ import annotations
 
@@ -183,3 +183,67 @@ def _save_catalog(settings: Settings, catalog: Catalog, command: str) -> str:
     from state.redis import connect
 
     return CatalogStore(connect(settings.require_redis_url(command))).save(catalog)
+
+
+def show_profile(settings: Settings, member_id: str, *, as_json: bool) -> int:
+    """``storepulse profile show``: print a member's profile from Redis as aligned
+    "field value" lines, or with ``as_json`` one JSON object (fields in schema order).
+    A member without a profile prints why on standard error and returns 1.
+    """
+    import msgspec
+    import redis
+    from redis.exceptions import RedisClusterException
+
+    from state.profiles import ProfileStore, profile_key
+    from state.redis import connect, mask_url
+    from storepulse.errors import BackendUnavailable, StorepulseError
+
+    url = settings.require_redis_url("profile show")
+    client = connect(url)
+    try:
+        profile = ProfileStore(client).read(member_id)
+    except (redis.RedisError, RedisClusterException, OSError) as exc:
+        raise BackendUnavailable(
+            f"reading {profile_key(member_id)} from Redis at {mask_url(url)} failed ({type(exc).__name__}: {exc})"
+        ) from None
+    except msgspec.ValidationError as exc:
+        raise StorepulseError(
+            f"{profile_key(member_id)} in Redis at {mask_url(url)} is not a member profile ({exc}); "
+            "the engine rewrites it with the member's next transaction"
+        ) from None
+    finally:
+        client.close()
+    if profile is None:
+        print(
+            f"no profile for member {member_id!r} in Redis at {mask_url(url)} ({profile_key(member_id)} "
+            "does not exist): the engine has applied no transaction of this member yet, or the member "
+            "was erased",
+            file=sys.stderr,
+        )
+        return 1
+    if as_json:
+        print(msgspec.json.format(msgspec.json.encode(profile), indent=2).decode())
+    else:
+        print(format_profile(msgspec.structs.asdict(profile)))
+    return 0
+
+
+def format_profile(fields: dict[str, object]) -> str:
+    """Aligned "field value" lines: None as ``-``, sequences comma-separated.
+
+    >>> print(format_profile({"member_id": "M1", "avg_ticket": None, "stores": ("S1", "S2"), "rfm": "543"}))
+    member_id   M1
+    avg_ticket  -
+    stores      S1, S2
+    rfm         543
+    """
+    width = max(map(len, fields), default=0)
+
+    def show(value: object) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, tuple | list):
+            return ", ".join(map(str, value)) if value else "(none)"
+        return repr(value) if isinstance(value, float) else str(value)
+
+    return "\n".join(f"{name:<{width}}  {show(value)}" for name, value in fields.items())

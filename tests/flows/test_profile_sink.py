@@ -1,0 +1,94 @@
+"""RedisProfileSink of flows/outputs.py through a real redis-server: writes profiles only,
+counts what it wrote, and waits out an outage as the footfall sink does (the shared
+retry loop itself is tested in test_outputs.py)."""
+
+from __future__ import annotations
+
+import threading
+
+import msgspec
+import pytest
+import redis
+from prometheus_client import REGISTRY
+
+from connectors.schemas import FootfallMinute
+from flows.outputs import RedisFootfallSink, RedisProfileSink
+from state.profiles import ProfileStore, profile_key
+from state.redis import Backoff
+from storepulse.health import Readiness
+from tests.fixtures.redis import RedisServer
+from tests.flows.test_outputs import wait_until
+from tests.state.test_profiles import ALICE, BOB, DAY
+
+MINUTE = FootfallMinute(scope="store", scope_id="S1", mall_id="M1", minute_ts=0, devices=1,
+                        devices_15m=1, devices_1h=1)
+
+
+def sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_profiles_are_written_and_counted_other_items_ignored(redis_server, redis_client):
+    readiness = Readiness()
+    part = RedisProfileSink(redis_server.url, readiness=readiness).build("write_profiles_redis", 0, 1)
+    assert readiness.report().ready and readiness.is_up("redis-profiles[0]")
+    updates = sample("storepulse_profile_updates_total")
+
+    part.write_batch([ALICE, MINUTE, "not a profile", BOB])
+    store = ProfileStore(redis_client)
+    assert store.read(ALICE.member_id) == ALICE and store.read(BOB.member_id) == BOB
+    assert redis_client.keys("sp:footfall:*") == []  # the minute is not this sink's
+    assert sample("storepulse_profile_updates_total") - updates == 2
+
+    # the replay of an older profile writes nothing and counts nothing
+    older = msgspec.structs.replace(ALICE, as_of_ts=ALICE.as_of_ts - DAY, sales=1)
+    part.write_batch([older])
+    assert store.read(ALICE.member_id) == ALICE
+    assert sample("storepulse_profile_updates_total") - updates == 2
+    part.write_batch([MINUTE])  # nothing for this sink: no write
+    assert sample("storepulse_profile_updates_total") - updates == 2
+    part.close()
+
+
+def test_its_readiness_is_its_own_next_to_the_footfall_sink(redis_server, redis_client):
+    readiness = Readiness()
+    footfall = RedisFootfallSink(redis_server.url, readiness=readiness).build("write_footfall_redis", 0, 1)
+    profiles = RedisProfileSink(redis_server.url, readiness=readiness).build("write_profiles_redis", 0, 1)
+    redis_client.set(profile_key(ALICE.member_id), "not a hash")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):  # stops the dataflow
+        profiles.write_batch([ALICE])
+    footfall.write_batch([MINUTE])  # the footfall sink's success does not hide the failure
+    assert readiness.report().failing().keys() == {"redis-profiles[0]"}
+    footfall.close()
+    profiles.close()
+
+
+def test_a_real_redis_stopped_mid_run_holds_the_profiles_until_it_is_back(make_redis_server):
+    server: RedisServer = make_redis_server()
+    readiness = Readiness()
+    part = RedisProfileSink(server.url, backoff=Backoff(base_s=0.01, cap_s=0.1), readiness=readiness).build(
+        "write_profiles_redis", 0, 1
+    )
+    part.write_batch([BOB])
+    server.stop()
+    failures = sample("storepulse_redis_write_failures_total")
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            part.write_batch([ALICE])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    wait_until(lambda: sample("storepulse_redis_write_failures_total") - failures >= 3, "failed writes")
+    assert not readiness.report().ready and "redis-profiles[0]" in readiness.report().failing()
+    assert writer.is_alive()  # waiting, not given up
+
+    server.start()  # the same port, empty
+    writer.join(30)
+    assert not writer.is_alive() and errors == []
+    assert readiness.report().ready
+    assert ProfileStore(redis.Redis.from_url(server.url)).read(ALICE.member_id) == ALICE
+    part.close()
