@@ -5,6 +5,8 @@ wifi.probes      -> read_probes       -> decode_probes       (keyed by partition
 pos.transactions -> read_transactions -> decode_transactions (keyed by partition) ┤
                                         (site, SiteBatch) keyed by mall/street store ┘
    -> count_footfall -> minutes, store-hours, visits -> Redis, metrics, [JSONL]
+decode_transactions -> route_member_sales (sales naming a member, keyed by member)
+   -> update_profiles -> member profiles -> Redis
 anything invalid or late -> deadletter
 ```
 
@@ -14,7 +16,8 @@ reads Kafka and Redis as the settings say. ``flows.engine:flow`` builds that def
 the environment for ``python -m bytewax.run flows.engine:flow``.
 
 Step ids are the recovery keys of their state: renaming a stateful step
-(``decode_probes``, ``decode_transactions``, ``count_footfall``) orphans its snapshots.
+(``decode_probes``, ``decode_transactions``, ``count_footfall``, ``update_profiles``)
+orphans its snapshots.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ from bytewax.outputs import Sink
 from connectors.catalog import Catalog
 from connectors.decode import Limits, ProbeDecoder, TransactionDecoder
 from connectors.privacy import DeviceHasher
-from connectors.records import PartitionId, RawBatch
-from connectors.schemas import DeadLetter
+from connectors.records import PartitionId, RawBatch, Sale, SiteBatch
+from connectors.schemas import DeadLetter, MemberProfile
 from flows.footfall import footfall_builder
 from flows.ingest import ingest
-from flows.outputs import EncodedSink, MetricsSink, RedisFootfallSink, encode_deadletter
+from flows.outputs import EncodedSink, MetricsSink, RedisFootfallSink, RedisProfileSink, encode_deadletter
+from flows.profiles import update_profiles
 from storepulse.errors import ConfigError
 from storepulse.settings import Settings
 
@@ -82,6 +86,12 @@ class Sinks:
 
     deadletter: dict[str, Sink[DeadLetter]] = field(default_factory=dict)
     footfall: dict[str, Sink[Any]] = field(default_factory=dict)
+    profiles: dict[str, Sink[MemberProfile]] = field(default_factory=dict)
+
+
+def member_sales_of(item: tuple[str, SiteBatch]) -> list[tuple[str, Sale]]:
+    """The sales and refunds of a site batch that name a member, keyed by the member."""
+    return [(sale.member_id, sale) for sale in item[1].sales if sale.member_id is not None]
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -113,6 +123,7 @@ def default_sinks(settings: Settings, catalog: Callable[[], Catalog] | None = No
     return Sinks(
         deadletter={"deadletter_kafka": EncodedSink(kafka, encode_deadletter)},
         footfall={"footfall_redis": RedisFootfallSink(settings.redis_url), "footfall_metrics": MetricsSink(catalog)},
+        profiles={"profiles_redis": RedisProfileSink(settings.redis_url)},
     )
 
 
@@ -169,6 +180,10 @@ def build_flow(
         )
         site_batches = op.merge("merge_site_batches", site_batches, sales.batches)
         dead = op.merge("merge_decode_deadletters", dead, sales.dead)
+        member_sales = op.flat_map("route_member_sales", sales.batches, member_sales_of)  # (member_id, Sale)
+        profiles = update_profiles("update_profiles", member_sales)  # MemberProfile
+        for name, profile_sink in sinks.profiles.items():
+            op.output(f"write_{name}", profiles, profile_sink)
     # (site, SiteBatch)
     results = op.stateful_batch(
         "count_footfall",

@@ -26,7 +26,7 @@ from bytewax.testing import run_main
 from connectors.catalog import Catalog
 from connectors.schemas import DeadLetter, FootfallMinute, Visit
 from flows.engine import Sinks, Sources, build_flow
-from flows.outputs import JsonlSink, MetricsSink, RedisFootfallSink
+from flows.outputs import JsonlSink, MetricsSink, RedisFootfallSink, RedisProfileSink
 from storepulse import metrics
 from storepulse.settings import Settings
 
@@ -124,6 +124,7 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, speedup: float | N
                     "footfall_jsonl": JsonlSink(out),
                     "footfall_tally": TallySink(tally),
                 },
+                profiles={"profiles_redis": RedisProfileSink(redis.url), "profiles_jsonl": JsonlSink(out)},
             ),
             catalog=watcher.current,
         )
@@ -246,6 +247,9 @@ def _summary(tally: Tally, catalog: Catalog, client: Any, elapsed: float, port: 
         f"{totals['sales']:>6} {totals['amount'] / 100:>11,.2f}"
     )
     print("passers-by: distinct devices heard at the store in each hour (visitors included), summed over hours")
+    members = sorted(k.decode().split("{")[1].split("}")[0] for k in client.scan_iter("sp:member:*:profile"))
+    if members:
+        print(f"member profiles in Redis: {len(members)} (with --run-on: storepulse profile show {members[0]})")
     dead = ", ".join(f"{reason} {n}" for reason, n in sorted(tally.dead.items())) or "none"
     print(f"dead-lettered: {dead}")
     served = f"http://127.0.0.1:{port}/metrics" if port else "off"

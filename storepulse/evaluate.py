@@ -1,4 +1,10 @@
-"""``storepulse eval footfall``: the engine's footfall against the simulator's truth.
+"""``storepulse eval footfall|profiles``: the engine's results against the simulator's truth.
+
+Profiles: every member's newest profile against a batch recomputation from the
+transactions the simulator sent (``evaluate_profiles``); the last line printed is a JSON
+object with ``members`` (compared) and ``mismatches``.
+
+Footfall:
 
 Runs a seeded scenario through the real dataflow in-process and compares, per store and
 UTC hour, the visitors the engine counted with the true visitors (people with a phone who
@@ -40,8 +46,9 @@ def errors(engine: dict[Any, int], truth: dict[Any, int]) -> tuple[float, float]
     return round(mape, 4), round(wape, 4)
 
 
-def run_footfall(scenario: str, seed: int) -> tuple[Any, list[Visit], dict[str, Any]]:
-    """Simulate, run the engine in-process; returns (simulator, visits, run facts)."""
+def run_scenario(scenario: str, seed: int) -> tuple[Any, list[Any], list[Any], dict[str, Any]]:
+    """Simulate, run the engine in-process; returns (simulator, footfall outputs, member
+    profiles, run facts)."""
     from simulators.mall import MallSimulator
     from simulators.scenario import Scenario
     from simulators.source import SimulatorSource
@@ -53,6 +60,7 @@ def run_footfall(scenario: str, seed: int) -> tuple[Any, list[Visit], dict[str, 
     # A fixed key: the same scenario and seed give exactly the same result, run after run.
     settings = Settings(mac_hash_key=b"storepulse-eval", max_event_age_s=10 * 365 * 86400.0)
     out: list[Any] = []
+    profiles: list[Any] = []
     dead: list[Any] = []
     flow = build_flow(
         settings,
@@ -62,7 +70,11 @@ def run_footfall(scenario: str, seed: int) -> tuple[Any, list[Visit], dict[str, 
                 [e for e in events if e.topic == "pos.transactions"], partitions={"pos.transactions": 2}
             ),
         ),
-        sinks=Sinks(deadletter={"deadletter": TestingSink(dead)}, footfall={"footfall": TestingSink(out)}),
+        sinks=Sinks(
+            deadletter={"deadletter": TestingSink(dead)},
+            footfall={"footfall": TestingSink(out)},
+            profiles={"profiles": TestingSink(profiles)},
+        ),
         catalog=lambda: sim.catalog,
     )
     started = time.monotonic()
@@ -73,11 +85,12 @@ def run_footfall(scenario: str, seed: int) -> tuple[Any, list[Visit], dict[str, 
         "engine_s": round(time.monotonic() - started, 2),
         "dead_letters": len(dead),
     }
-    return sim, [v for v in out if isinstance(v, Visit)], facts
+    return sim, out, profiles, facts
 
 
 def evaluate_footfall(scenario: str, seed: int, *, as_json: bool) -> int:
-    sim, visits, facts = run_footfall(scenario, seed)
+    sim, out, _, facts = run_scenario(scenario, seed)
+    visits = [v for v in out if isinstance(v, Visit)]
     min_dwell = {s.store_id: s.min_dwell_s for s in sim.catalog.sensors if s.store_id is not None}
     truth = sim.truth
     result: dict[str, Any] = {"scenario": scenario, "seed": seed, **facts}
@@ -114,3 +127,45 @@ def evaluate_footfall(scenario: str, seed: int, *, as_json: bool) -> int:
         print("error: MAPE over store-hours with true visitors; dwell: absolute difference of medians")
     print(json.dumps(result, sort_keys=True))
     return 0
+
+
+def evaluate_profiles(scenario: str, seed: int, *, as_json: bool) -> int:
+    """Each member's newest profile from the engine against the simulator's truth: a batch
+    recomputation from the transactions the simulator sent (``simulators.profile_truth``,
+    written from docs/member-profiles.md, not from the engine's code). Exit 1 on a mismatch."""
+    from simulators.profile_truth import member_profiles, sales_of
+
+    sim, _, profiles, facts = run_scenario(scenario, seed)
+    engine: dict[str, Any] = {}
+    for p in profiles:  # the newest of each member (as_of_ts never goes back)
+        if p.member_id not in engine or p.as_of_ts >= engine[p.member_id].as_of_ts:
+            engine[p.member_id] = p
+    truth = member_profiles(sales_of(sim.truth.transactions))
+    mismatched = sorted(m for m in truth.keys() | engine.keys() if truth.get(m) != engine.get(m))
+    fields: Counter[str] = Counter()
+    for m in mismatched:
+        if m in truth and m in engine:
+            fields.update(f for f in truth[m].__struct_fields__ if getattr(truth[m], f) != getattr(engine[m], f))
+        else:
+            fields["missing" if m in truth else "unexpected"] += 1
+    result: dict[str, Any] = {
+        "scenario": scenario,
+        "seed": seed,
+        **facts,
+        "members": len(truth),
+        "profiles_engine": len(engine),
+        "mismatches": len(mismatched),
+        "mismatched_fields": dict(sorted(fields.items())),
+        "pass": not mismatched,
+    }
+    if not as_json:
+        print(f"profile evaluation: scenario {scenario!r}, seed {seed}")
+        print(f"{'members (truth)':<22} {len(truth):>8}")
+        print(f"{'profiles (engine)':<22} {len(engine):>8}")
+        print(f"{'mismatches':<22} {len(mismatched):>8}")
+        for name, n in sorted(fields.items()):
+            print(f"  {name:<20} {n:>8}")
+        if mismatched:
+            print("first mismatched members:", ", ".join(mismatched[:5]))
+    print(json.dumps(result, sort_keys=True))
+    return 0 if not mismatched else 1

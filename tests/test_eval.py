@@ -25,3 +25,18 @@ def test_eval_footfall_seed_7_meets_the_limits() -> None:
     assert result["visitors_mape_all"] <= 0.10
     assert result["dwell_median_error_s"] <= 60
     assert result["dead_letters"] == 0 and result["pass"] is True
+
+
+@pytest.mark.slow
+def test_eval_profiles_seed_7_matches_the_truth_for_every_member() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "storepulse.cli", "eval", "profiles", "--seed", "7", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["scenario"] == "members-month"
+    assert result["members"] > 300 and result["profiles_engine"] == result["members"]
+    assert result["mismatches"] == 0 and result["pass"] is True
