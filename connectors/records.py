@@ -117,3 +117,20 @@ class SiteBatch(msgspec.Struct, kw_only=True):
     sightings: list[Sighting] = []
     sales: list[Sale] = []
     idle: bool = False
+
+
+class MemberChange(msgspec.Struct, array_like=True, gc=False):
+    """A validated ``members.events`` record, with any MAC already replaced by its keyed
+    device id. ``kind`` is the event's ``type``: ``signup`` (``store_id``),
+    ``bind_device`` / ``unbind_device`` (``device``), ``consent`` (``push``), ``profile``
+    (``birthday`` as ``MM-DD``, ``tags``) or ``erase``."""
+
+    ts: int
+    member_id: str
+    kind: str
+    offset: int
+    store_id: str | None = None
+    device: int | None = None
+    push: bool | None = None
+    birthday: str | None = None
+    tags: list[str] = []

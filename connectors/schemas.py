@@ -106,7 +106,14 @@ class Profile(msgspec.Struct, tag="profile", kw_only=True):
     tags: list[str] = []
 
 
-MemberEvent = Signup | BindDevice | UnbindDevice | Consent | Profile
+class Erase(msgspec.Struct, tag="erase", kw_only=True):
+    """Forget this member: profile, bindings and engine state (privacy law's erasure)."""
+
+    member_id: str
+    ts: int
+
+
+MemberEvent = Signup | BindDevice | UnbindDevice | Consent | Profile | Erase
 """A value of ``members.events`` (key ``member_id``), tagged by ``type``."""
 
 
@@ -232,3 +239,15 @@ class MemberProfile(msgspec.Struct, kw_only=True, frozen=True):
     favourite_categories: tuple[str, ...]
     favourite_categories_decayed: tuple[str, ...]
     preferred_payment: str | None
+    member_since_ts: int | None = None
+    push_consent: bool = False
+    birthday: str | None = None
+    tags: tuple[str, ...] = ()
+    devices: int = 0
+
+
+class MemberErased(msgspec.Struct, kw_only=True, frozen=True):
+    """A member was erased at ``ts``: every trace of them goes (the Redis profile included)."""
+
+    member_id: str
+    ts: int
