@@ -1,9 +1,11 @@
-"""Member profiles: each member's spend, stores, categories and RFM score, from POS sales.
+"""Member profiles: each member's spend, stores, categories, RFM score, consent and devices.
 
-Reads ``(member_id, Sale)``: every validated sale and refund that names a member, in
-arrival order per member (``flows.engine.member_sales_of``). Writes one ``MemberProfile``
-per member per batch that reached it, after the whole batch is applied: absolute values
-as of the member's newest transaction. docs/member-profiles.md is the contract and is
+Reads ``(member_id, Sale | MemberChange)``: every validated sale and refund that names a
+member and every validated member event, in arrival order per member. Writes one
+``MemberProfile`` per member per batch that reached it, after the whole batch is applied
+(absolute values as of the member's newest transaction or member event), and one
+``MemberErased`` per erase (before the batch's profile); a member left with nothing but
+its erase ts (the tombstone) gets no profile. docs/member-profiles.md is the contract and is
 followed exactly; ``MemberLedger`` (one member's state) is usable outside the dataflow:
 
 >>> from connectors.records import LineItem, Sale
@@ -18,20 +20,45 @@ followed exactly; ``MemberLedger`` (one member's state) is usable outside the da
 >>> p = ledger.profile("M1")
 >>> p.net_spend, p.spend_30d, p.recency_days, p.rfm, p.favourite_categories, p.duplicates
 (700, 700, 1, '511', ('coffee',), 1)
+>>> ledger.change(MemberChange(3 * DAY_MS, "M1", "consent", 7, push=True))
+<Applied.MEMBER_EVENT: 'member_event'>
+>>> p = ledger.profile("M1")
+>>> p.push_consent, p.as_of_ts == 3 * DAY_MS, p.recency_days
+(True, True, 2)
+
+An erase at E forgets every record with ``ts`` <= E, whether it arrived before or after:
+
+>>> ledger.erase(2 * DAY_MS) == 2 * DAY_MS  # T1 and R1 go; the newer consent stays
+True
+>>> ledger.apply(Sale(DAY_MS, "T0", "S1", 900, False, "M1", 2))  # late, older than E
+<Applied.ERASED: 'erased'>
+>>> p = ledger.profile("M1")
+>>> p.sales, p.refunds, p.push_consent, p.as_of_ts == 3 * DAY_MS
+(0, 0, True, True)
 
 State per member (``MemberLedger``): counters and sums; the applied txn ids and the sales
 (ts, what is left to refund, items) of the last 400 days of the member's event time; the
 spend and purchases of the last 90 days by ts; the 100 stores most recently bought at;
-quantity per category and uses per payment method (small, fixed sets). Its size is bounded
-by what a member does in 400 days; the totals are kept until the member is erased
-(member events come with the next slice of issue 13).
+quantity per category and uses per payment method (small, fixed sets); the earliest
+sign-up, the newest consent and profile event, the 20 devices with the newest binding
+events; the newest erase ts; the records applied in the last 8 days of event time
+(``recent``, what an erase older than ``as_of_ts`` rebuilds from). Its size is bounded by
+what a member does in 400 days. An erase resets the ledger to its erase ts and the
+records newer than it; a member left with nothing but the erase ts (the tombstone, which
+drops late older records) is discarded (``StatefulBatchLogic.DISCARD``) a wall-clock
+``tombstone_s`` after its last erase (``notify_at``): the next snapshot is a deletion.
 
 Arrival order matters in three ways only, all stated in the contract: a refund that
 arrives before the sale it names is unmatched; the 400-day memory is measured from the
 member's ``as_of_ts`` when a transaction arrives; of two different records with one
-txn_id, the first to arrive is applied.
+txn_id, the first to arrive is applied. An erase is an event-time rule (it forgets the
+records with ``ts`` <= its own, arrived before or after it); member events are
+newest-``ts``-wins, so how the two input topics interleave changes nothing but exact
+``ts`` ties (and an erase more than 8 days older than the member's ``as_of_ts``, which
+forgets all the member's records).
 
-Guarantee: the state is exactly-once through bytewax snapshots (the pickled ledger); a
+Guarantee: the state is exactly-once through bytewax snapshots (the pickled
+``MemberSnapshot``); a
 txn_id repeated within 400 days changes nothing but ``duplicates``. Outputs are absolute
 values, so the replay after a restart rewrites the same profiles (Redis keeps the one
 with the newest ``as_of_ts``).
@@ -41,21 +68,27 @@ from __future__ import annotations
 
 import math
 import pickle
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
-from connectors.records import LineItem, Sale
-from connectors.schemas import MemberProfile
+from connectors.records import LineItem, MemberChange, Sale
+from connectors.schemas import MemberErased, MemberProfile
 
 DAY_MS = 86_400_000
 MEMORY_MS = 400 * DAY_MS  # applied txn ids and refundable sales
+REPLAY_MS = 8 * DAY_MS  # the records an erase older than as_of_ts rebuilds from
+TOMBSTONE = timedelta(days=8)  # wall-clock life of a tombstone-only member (> 7-day max event age)
 SHORT_MS, LONG_MS = 30 * DAY_MS, 90 * DAY_MS  # the spend and purchase windows
 HALF_LIFE_MS = 30 * DAY_MS  # of the decayed category quantities
 MAX_STORES = 100
+MAX_DEVICES = 20  # devices with the newest binding events
 TOP_CATEGORIES = 3
 
 # RFM thresholds, best score first: (bound, score).
@@ -65,13 +98,16 @@ MONETARY = ((200_000, 5), (50_000, 4), (20_000, 3), (5_000, 2))  # spend_90d >= 
 
 
 class Applied(StrEnum):
-    """What ``MemberLedger.apply`` did with a transaction (rules 1 to 5 of the contract)."""
+    """What ``MemberLedger.apply`` did with a transaction (rules 1 to 5 of the contract),
+    or ``change`` with a member event; ``ERASED``: dropped, at or before the member's erase."""
 
     SALE = "sale"
     ZERO_SALE = "zero_sale"
     REFUND_OF_SALE = "refund_of_sale"
     REFUND_UNMATCHED = "refund_unmatched"
     DUPLICATE = "duplicate"
+    MEMBER_EVENT = "member_event"
+    ERASED = "erased"
 
 
 @dataclass(slots=True)
@@ -115,13 +151,98 @@ class MemberLedger:
     remembered: dict[str, RememberedSale] = field(default_factory=dict)  # sale txn id, 400 days
     window: dict[int, WindowEntry] = field(default_factory=dict)  # ts -> entry, 90 days
     swept_at: int | None = None
+    member_since_ts: int | None = None  # earliest sign-up
+    consent: tuple[int, bool] | None = None  # (ts, push) of the newest consent
+    details: tuple[int, str | None, tuple[str, ...]] | None = None  # (ts, birthday, tags), newest
+    device_events: dict[int, tuple[int, bool]] = field(default_factory=dict)  # device -> (ts, bound)
+    erased_ts: int | None = None  # the newest erase: every record with ts <= it is dropped
+    recent: tuple[Sale | MemberChange, ...] = ()  # applied records, ts > as_of_ts - REPLAY_MS
+
+    def erase(self, ts: int) -> int:
+        """Forget every record with ``ts`` <= the erase's (rule 5 of "Member events"), in
+        any arrival order; returns the ts the member is now erased up to.
+
+        Only a newer erase changes anything. The ledger is rebuilt from the applied records
+        with a newer ``ts``, replayed from ``recent`` in their arrival order; if the erase is
+        older than ``as_of_ts - REPLAY_MS`` (``recent`` may not hold them all), everything
+        is forgotten and the erase counts as one at ``as_of_ts``."""
+        if self.erased_ts is not None and ts <= self.erased_ts:
+            return self.erased_ts
+        kept: tuple[Sale | MemberChange, ...] = ()
+        if self.as_of_ts is not None and ts < self.as_of_ts - REPLAY_MS:
+            ts = self.as_of_ts
+        else:
+            kept = tuple(r for r in self.recent if r.ts > ts)
+        fresh = MemberLedger(erased_ts=ts)
+        for record in kept:
+            if isinstance(record, Sale):
+                fresh.apply(record)
+            else:
+                fresh.change(record)
+        for f in fields(self):
+            setattr(self, f.name, getattr(fresh, f.name))
+        return ts
+
+    def _erased(self, ts: int) -> bool:
+        return self.erased_ts is not None and ts <= self.erased_ts
+
+    def _log(self, record: Sale | MemberChange, now: int) -> None:
+        if record.ts > now - REPLAY_MS:
+            self.recent += (record,)
+
+    def change(self, event: MemberChange) -> Applied:
+        """Apply one member event other than ``erase`` (rules 1 to 4 of "Member events");
+        one at or before the member's erase is dropped (``Applied.ERASED``)."""
+        if event.kind == "erase":
+            raise ValueError(f"an erase of member {event.member_id!r} is not a change: use MemberLedger.erase")
+        ts = event.ts
+        if self._erased(ts):
+            return Applied.ERASED
+        if event.kind == "signup":
+            if self.member_since_ts is None or ts < self.member_since_ts:
+                self.member_since_ts = ts
+        elif event.kind in ("bind_device", "unbind_device"):
+            if event.device is None:
+                raise ValueError(f"{event.kind} of member {event.member_id!r} names no device")
+            self._binding(event.device, ts, event.kind == "bind_device")
+        elif event.kind == "consent":
+            if self.consent is None or ts >= self.consent[0]:  # equal ts: the later arrival
+                self.consent = (ts, bool(event.push))
+        elif event.kind == "profile":
+            if self.details is None or ts >= self.details[0]:
+                self.details = (ts, event.birthday, tuple(sorted(set(event.tags))))
+        else:
+            raise ValueError(f"unknown member event kind {event.kind!r} of member {event.member_id!r}")
+        now = ts if self.as_of_ts is None else max(self.as_of_ts, ts)
+        self.as_of_ts = now
+        self._log(event, now)
+        if self.swept_at is None or now - self.swept_at >= DAY_MS:
+            self._sweep(now)
+        return Applied.MEMBER_EVENT
+
+    def _binding(self, device: int, ts: int, bound: bool) -> None:
+        """The newest binding event per device; keep the MAX_DEVICES devices whose newest
+        event is newest (ties: the smaller device id stays). A dropped device's threshold
+        only rises, so a late older event of it is dropped again, as in a batch ranking."""
+        events = self.device_events
+        last = events.get(device)
+        if last is None or ts >= last[0]:  # equal ts: the later arrival
+            events[device] = (ts, bound)
+        if len(events) > MAX_DEVICES:
+            del events[min(events, key=lambda d: (events[d][0], -d))]
 
     def apply(self, sale: Sale) -> Applied:
-        """Apply one sale or refund of this member (the contract's rules, in order)."""
+        """Apply one sale or refund of this member (the contract's rules, in order); one at
+        or before the member's erase is dropped (``Applied.ERASED``)."""
+        if self._erased(sale.ts):
+            return Applied.ERASED
         if self._remembers(self.txn_ts.get(sale.txn_id)):
             self.duplicates += 1
+            if self.as_of_ts is not None:
+                self._log(sale, self.as_of_ts)
             return Applied.DUPLICATE
         now = sale.ts if self.as_of_ts is None else max(self.as_of_ts, sale.ts)
+        self._log(sale, now)
         if sale.ts > now - MEMORY_MS:  # an older one could never be looked up again
             self.txn_ts[sale.txn_id] = sale.ts
         if sale.refund:
@@ -138,10 +259,10 @@ class MemberLedger:
         return outcome
 
     def profile(self, member_id: str) -> MemberProfile:
-        """The member's profile as of the newest transaction applied."""
+        """The member's profile as of the newest transaction or member event applied."""
         as_of = self.as_of_ts
         if as_of is None:
-            raise ValueError(f"no transaction of member {member_id!r} applied yet: no profile to give")
+            raise ValueError(f"nothing of member {member_id!r} applied yet: no profile to give")
         spend_30d = spend_90d = purchases_30d = purchases_90d = 0
         for ts, entry in self.window.items():
             if ts > as_of - LONG_MS:
@@ -177,6 +298,11 @@ class MemberLedger:
             favourite_categories=_top(self.category_qty, TOP_CATEGORIES),
             favourite_categories_decayed=_top(self.decayed_qty(), TOP_CATEGORIES),
             preferred_payment=next(iter(_top(self.payment_uses, 1)), None),
+            member_since_ts=self.member_since_ts,
+            push_consent=self.consent[1] if self.consent is not None else False,
+            birthday=self.details[1] if self.details is not None else None,
+            tags=self.details[2] if self.details is not None else (),
+            devices=sum(1 for _, bound in self.device_events.values() if bound),
         )
 
     def decayed_qty(self) -> dict[str, float]:
@@ -256,6 +382,7 @@ class MemberLedger:
         self.txn_ts = {t: ts for t, ts in self.txn_ts.items() if ts > memory}
         self.remembered = {t: s for t, s in self.remembered.items() if s.ts > memory}
         self.window = {ts: e for ts, e in self.window.items() if ts > window}
+        self.recent = tuple(r for r in self.recent if r.ts > now - REPLAY_MS)
         self.swept_at = now
 
 
@@ -281,32 +408,99 @@ def _top(weights: dict[str, int] | dict[str, float], n: int) -> tuple[str, ...]:
     return tuple(ranked[:n])
 
 
-class ProfileLogic(StatefulBatchLogic[Sale, MemberProfile, bytes]):
-    """bytewax glue: one ``MemberLedger`` per member, snapshotted as pickled bytes."""
+class MemberSnapshot(NamedTuple):
+    """What a member's key holds in a snapshot: its ledger, and when a tombstone-only
+    ledger (nothing but the erase ts) is to be discarded (wall clock, UTC)."""
 
-    def __init__(self, ledger: MemberLedger | None) -> None:
+    ledger: MemberLedger
+    tombstone_until: datetime | None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProfileLogic(StatefulBatchLogic[Sale | MemberChange, MemberProfile | MemberErased, bytes]):
+    """bytewax glue: one ``MemberLedger`` per member, snapshotted as a pickled
+    ``MemberSnapshot``. An erase emits ``MemberErased`` and forgets what it names (``erase``);
+    a member left with nothing but the erase ts (the tombstone) is discarded ``tombstone``
+    after its last erase, by ``notify_at``/``on_notify``. ``now`` is the wall clock."""
+
+    def __init__(
+        self,
+        ledger: MemberLedger | None,
+        tombstone_until: datetime | None = None,
+        *,
+        tombstone: timedelta = TOMBSTONE,
+        now: Callable[[], datetime] = _utc_now,
+    ) -> None:
         self.ledger = ledger if ledger is not None else MemberLedger()
+        self.tombstone_until = tombstone_until
+        self.tombstone = tombstone
+        self.now = now
 
-    def on_batch(self, values: list[Sale]) -> tuple[list[MemberProfile], bool]:
+    def on_batch(self, values: list[Sale | MemberChange]) -> tuple[list[MemberProfile | MemberErased], bool]:
+        member_id = values[0].member_id or ""  # the key: every record of the batch names it
+        out: list[MemberProfile | MemberErased] = []
         ledger = self.ledger
-        for sale in values:
-            ledger.apply(sale)
-        member_id = values[0].member_id  # the key: every sale of the batch names it
-        return [ledger.profile(member_id or "")], StatefulBatchLogic.RETAIN
+        for value in values:
+            if isinstance(value, Sale):
+                ledger.apply(value)
+            elif value.kind == "erase":
+                out.append(MemberErased(member_id=member_id, ts=ledger.erase(value.ts)))
+                self.tombstone_until = self.now() + self.tombstone
+            else:
+                ledger.change(value)
+        if ledger.as_of_ts is not None:  # else nothing but the tombstone is left: no profile
+            out.append(ledger.profile(member_id))
+        return out, StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.tombstone_until if self.ledger.as_of_ts is None else None
+
+    def on_notify(self) -> tuple[list[MemberProfile | MemberErased], bool]:
+        """The tombstone's life is over: a member with nothing else is discarded (the next
+        snapshot of its key is a deletion); one with records after the erase keeps its ts."""
+        if self.ledger.as_of_ts is None:
+            return [], StatefulBatchLogic.DISCARD
+        return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.ledger, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(MemberSnapshot(self.ledger, self.tombstone_until), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def build_profile_logic(resume: bytes | None) -> ProfileLogic:
-    """The ``stateful_batch`` builder: a new member, or one resumed from its snapshot."""
-    return ProfileLogic(pickle.loads(resume) if resume is not None else None)
+def build_profile_logic(
+    resume: bytes | None, *, tombstone: timedelta = TOMBSTONE, now: Callable[[], datetime] = _utc_now
+) -> ProfileLogic:
+    """The ``stateful_batch`` builder: a new member, or one resumed from its snapshot (a
+    ``MemberSnapshot``, or a bare ``MemberLedger`` written before tombstones)."""
+    if resume is None:
+        return ProfileLogic(None, tombstone=tombstone, now=now)
+    state = pickle.loads(resume)
+    if isinstance(state, MemberLedger):
+        return ProfileLogic(state, tombstone=tombstone, now=now)
+    return ProfileLogic(state.ledger, state.tombstone_until, tombstone=tombstone, now=now)
 
 
-def update_profiles(step_id: str, sales: Stream[tuple[str, Sale]]) -> Stream[MemberProfile]:
-    """Apply ``(member_id, Sale)`` to each member's ledger; one profile per member per batch.
+def update_profiles(
+    step_id: str,
+    items: Stream[tuple[str, Sale | MemberChange]],
+    *,
+    tombstone_s: float = TOMBSTONE.total_seconds(),
+) -> Stream[MemberProfile | MemberErased]:
+    """Apply ``(member_id, Sale | MemberChange)`` to each member's ledger; one profile per
+    member per batch (none while the member has nothing but a tombstone), one
+    ``MemberErased`` per erase.
 
     ``step_id`` names the stateful step: it is the recovery key of every member's ledger.
+    ``tombstone_s``: wall-clock seconds a tombstone-only member is kept after its last
+    erase, to drop late records older than the erase; keep it above the decoders' maximum
+    event age (7 days by default), so no such record can come after it.
     """
-    profiles = op.stateful_batch(step_id, sales, build_profile_logic)  # (member_id, MemberProfile)
-    return op.key_rm(f"unkey_{step_id}", profiles)
+    tombstone = timedelta(seconds=tombstone_s)
+
+    def build(resume: bytes | None) -> ProfileLogic:
+        return build_profile_logic(resume, tombstone=tombstone)
+
+    outputs = op.stateful_batch(step_id, items, build)  # (member_id, MemberProfile | MemberErased)
+    return op.key_rm(f"unkey_{step_id}", outputs)

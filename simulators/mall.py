@@ -36,7 +36,7 @@ import numpy as np
 from connectors.catalog import Catalog
 from simulators import badrecords
 from simulators.geometry import Site, build_catalog, build_sites
-from simulators.members import plan_members
+from simulators.members import ERASE_MINUTE, plan_erasures, plan_members
 from simulators.messy import Mess, mess_up, repeats
 from simulators.people import (
     Population,
@@ -58,7 +58,7 @@ PROBES, SALES, MEMBERS = "wifi.probes", "pos.transactions", "members.events"
 TOPICS = (PROBES, SALES, MEMBERS)
 POOL_FACTOR = 2.5  # people per site per busiest day, so regulars come back on later days
 _STREAM = {"sensors": 1, "arrivals": 2, "people": 3, "paths": 4, "radio": 5, "pos": 6,
-           "members": 7, "bad": 8, "macs": 9, "messy": 10}
+           "members": 7, "bad": 8, "macs": 9, "messy": 10, "erase": 11}
 
 
 class SimEvent(NamedTuple):
@@ -206,6 +206,10 @@ class MallSimulator:
                                hours=[(a, z - 120_000) for a, z in hours])
                 repeat_at += [(len(sales) + i, w)
                               for i, w in repeats(mrng, [s.ts for s, _ in made], mess=mess)]
+            if sc.erase_share:
+                member_events += plan_erasures(
+                    self._rng("erase", si), member_ids=plan.member_id, sales=[s for s, _ in made],
+                    nights_ms=[sc.local_ms(d, ERASE_MINUTE) for d in self.dates], share=sc.erase_share)
             merchants = {s.store_id: s.merchant_id for s in stores}
             sales += [(s, encode_sale(s, merchants[s.store_id], items)) for s, items in made]
             n_site, flags = self._probes(si, site, people, trips, macs, setups, fp_json, probes)
@@ -319,6 +323,7 @@ class MallSimulator:
         visits.sort(key=lambda v: (v.start_ts, v.store_id, v.person_id))
         truth = Truth(visits=visits, sales=true_sales, bad=bad,
                       transactions=[v for t, v in zip(topic, value, strict=True) if t == SALES],
+                      member_events=[v for t, v in zip(topic, value, strict=True) if t == MEMBERS],
                       repeats=int(np.maximum(kept - 1, 0).sum()))
         return _Built(ts=np.array(ts, dtype=np.int64)[order], topic=topic, key=key, value=value,
                       truth=truth, sightings=sightings)

@@ -5,10 +5,13 @@ the scenario are sent as a block shortly after local midnight of the first day (
 CRM sync would), in order signup, bind_device (if they carry a phone), consent, profile.
 New members sign up during their first trip, inside the first shop they enter, and the
 other three events follow within seconds. A few consenting members withdraw consent
-during opening hours. Guarantees: every member event of a member comes after that
-member's signup; a bound MAC is the one the phone joins WiFi with (its stable MAC, or a
-private per-network MAC for a phone that randomises, which it never probes with);
-about 4% of members have their birthday on a scenario day.
+during opening hours. Opt-in (``erase_share``, ``plan_erasures``): that share of the members
+who bought something ask to be erased, at 03:00 local time 2 to 6 days before the last
+scenario day, after at least one purchase; they may shop again afterwards. Guarantees:
+every member event of a member comes after that member's signup; a bound MAC is the one
+the phone joins WiFi with (its stable MAC, or a private per-network MAC for a phone that
+randomises, which it never probes with); about 4% of members have their birthday on a
+scenario day.
 
 >>> ev = Consent(member_id="U0000001", ts=5, push=True)
 >>> msgspec.json.encode(ev)
@@ -23,12 +26,15 @@ from datetime import date
 import msgspec
 import numpy as np
 
-from connectors.schemas import BindDevice, Consent, MemberEvent, Profile, Signup
+from connectors.schemas import BindDevice, Consent, Erase, MemberEvent, Profile, Signup
 from simulators.people import Population, Trips
+from simulators.pos import TrueSale
 
 BIRTHDAY_TODAY_SHARE = 0.04
 WITHDRAW_SHARE = 0.03
 SYNC_OFFSET_MS = 60_000
+ERASE_MINUTE = 180  # local 03:00: hours from any transaction (stores open at 08:00 at the earliest)
+ERASE_DAYS_BEFORE_END = (2, 6)
 TAGS = ("coffee", "fashion", "family", "student", "foodie", "sports", "beauty")
 
 
@@ -102,6 +108,38 @@ def plan_members(
             batch.append(Consent(member_id=mid, ts=w_ts, push=False))
         events += [(ev.ts, mid, msgspec.json.encode(ev)) for ev in batch]
     return MemberPlan(member_id=member_id, member_since=since, events=events)
+
+
+def plan_erasures(
+    rng: np.random.Generator, *, member_ids: list[str | None], sales: list[TrueSale], nights_ms: list[int],
+    share: float,
+) -> list[tuple[int, str, bytes]]:
+    """``(ts, member_id, value)`` of the erase events of one site: each member (in the order
+    of ``member_ids``, two draws each, so the choice of one does not move another's) with a
+    chance of ``share``, at ``nights_ms[day]`` (local 03:00 of each scenario day) of a day 2
+    to 6 days before the last one, if they made a purchase before it (else none).
+
+    >>> s = [TrueSale("T1", "S1", 50, 900, "cash", "U1")]
+    >>> [v for _, _, v in plan_erasures(np.random.default_rng(1), member_ids=["U1", None, "U2"],
+    ...                                 sales=s, nights_ms=[0, 100, 200, 300, 400, 500, 600, 700], share=1.0)]
+    [b'{"type":"erase","member_id":"U1","ts":100}']
+    """
+    first_buy: dict[str, int] = {}
+    for s in sales:
+        if s.member_id is not None and not s.refund and s.amount > 0:
+            first_buy[s.member_id] = min(first_buy.get(s.member_id, s.ts), s.ts)
+    lo, hi = ERASE_DAYS_BEFORE_END
+    out = []
+    members = [m for m in member_ids if m is not None]
+    u = rng.random((len(members), 2))
+    for k, mid in enumerate(members):
+        if u[k, 0] >= share:
+            continue
+        day = max(0, len(nights_ms) - 1 - (lo + int(u[k, 1] * (hi - lo + 1))))
+        ts = nights_ms[day]
+        if mid in first_buy and first_buy[mid] < ts:
+            out.append((ts, mid, msgspec.json.encode(Erase(member_id=mid, ts=ts))))
+    return out
 
 
 def _birthday(u: np.ndarray, dates: list[date]) -> str:

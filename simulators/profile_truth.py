@@ -22,6 +22,23 @@ The list is the arrival order, as the engine sees each member's transactions; wh
 depends on it is the contract's "Arrival order" section: a refund is matched only to a
 sale that arrived before it, the 400-day memory is measured from the member's
 ``as_of_ts`` before each transaction, and of two records with one txn_id the first wins.
+
+Member events (``MemberChange``, from ``changes_of``) go in the same list: the contract's
+"Member events". An erase at E is an event-time rule, whenever it arrives: a record with
+``ts`` <= the member's newest erase ts is dropped, before or after the erase; the records
+newer than it count, in their arrival order, as for a member never seen before them (an
+erase older than 8 days before what was kept forgets all of it: ``_kept``).
+``arrival_order`` merges the two topics as the contract's
+"Order" says (each in send order, by ts, a member event first on a tie):
+
+>>> events = [MemberChange(0, "M1", "consent", 0, push=True),
+...           MemberChange(day, "M1", "erase", 0), MemberChange(day + 5, "M1", "signup", 0)]
+>>> records = arrival_order(sales, events)
+>>> [type(r).__name__ for r in records]
+['MemberChange', 'Sale', 'MemberChange', 'Sale', 'Sale', 'MemberChange']
+>>> p = member_profiles(records)["M1"]  # all but the sign-up are at or before the erase
+>>> p.sales, p.refunds, p.duplicates, p.push_consent, p.member_since_ts == day + 5, erasures(records)
+(0, 0, 0, False, True, 1)
 """
 
 from __future__ import annotations
@@ -31,7 +48,10 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from connectors.records import LineItem, Sale
+import msgspec
+
+from connectors.privacy import DeviceHasher
+from connectors.records import LineItem, MemberChange, Sale
 from connectors.schemas import MemberProfile
 
 DAY = 86_400_000
@@ -53,60 +73,147 @@ class History:
     applied: list[Decided]
     duplicates: int
     as_of: int
+    events: list[MemberChange]  # member events kept (newer than the erase), in arrival order
 
 
-def member_profiles(transactions: Iterable[Sale]) -> dict[str, MemberProfile]:
-    """Each member's profile after all ``transactions`` (in arrival order)."""
-    return {member: _profile(member, h) for member, h in _histories(transactions).items()}
+def _with_events(p: MemberProfile, events: list[MemberChange]) -> MemberProfile:
+    """The member-event fields, each decided by scanning all of the member's events."""
+    signups = [e.ts for e in events if e.kind == "signup"]
+    consent = False
+    consent_ts = None
+    birthday: str | None = None
+    tags: tuple[str, ...] = ()
+    details_ts = None
+    newest_binding: dict[int, MemberChange] = {}
+    for e in events:  # a later arrival with the same ts wins: >=
+        if e.kind == "consent" and (consent_ts is None or e.ts >= consent_ts):
+            consent, consent_ts = bool(e.push), e.ts
+        if e.kind == "profile" and (details_ts is None or e.ts >= details_ts):
+            birthday, tags, details_ts = e.birthday, tuple(sorted(set(e.tags))), e.ts
+        if e.kind in ("bind_device", "unbind_device"):
+            assert e.device is not None
+            if e.device not in newest_binding or e.ts >= newest_binding[e.device].ts:
+                newest_binding[e.device] = e
+    kept = sorted(newest_binding, key=lambda d: (-newest_binding[d].ts, d))[:20]
+    return msgspec.structs.replace(
+        p,
+        member_since_ts=min(signups) if signups else None,
+        push_consent=consent,
+        birthday=birthday,
+        tags=tags,
+        devices=len([d for d in kept if newest_binding[d].kind == "bind_device"]),
+    )
 
 
-def decayed_quantities(transactions: Iterable[Sale]) -> dict[str, dict[str, float]]:
+def member_profiles(records: Iterable[Sale | MemberChange]) -> dict[str, MemberProfile]:
+    """Each member's profile after all ``records`` (transactions and member events, in
+    arrival order); a member with no record after its erase (by ``ts``) has none."""
+    out = {}
+    for member, h in _histories(records).items():
+        out[member] = _with_events(_profile(member, h), h.events)
+    return out
+
+
+def decayed_quantities(records: Iterable[Sale | MemberChange]) -> dict[str, dict[str, float]]:
     """Each member's decayed quantity per category at its ``as_of_ts``."""
-    return {member: _decayed(h) for member, h in _histories(transactions).items()}
+    return {member: _decayed(h) for member, h in _histories(records).items()}
 
 
-def _histories(transactions: Iterable[Sale]) -> dict[str, History]:
-    arrivals: dict[str, list[Sale]] = {}
-    for t in transactions:
-        if t.member_id is not None:  # a transaction without a member makes no profile
-            arrivals.setdefault(t.member_id, []).append(t)
-    histories = {}
-    for member, txns in arrivals.items():
-        applied: list[Decided] = []
-        duplicates = 0
-        as_of: int | None = None
-        for t in txns:
-            # Remembered: applied before this one, ts within 400 days of the as_of before it.
-            remembered = [i for i, d in enumerate(applied) if as_of is not None and d.txn.ts > as_of - 400 * DAY]
-            if any(applied[i].txn.txn_id == t.txn_id for i in remembered):
-                duplicates += 1
+def erasures(records: Iterable[Sale | MemberChange]) -> int:
+    """How many erase events there are among ``records``."""
+    return len([r for r in records if isinstance(r, MemberChange) and r.kind == "erase"])
+
+
+def arrival_order(transactions: list[Sale], changes: list[MemberChange]) -> list[Sale | MemberChange]:
+    """One list from the two topics: each kept in its own (send) order, merged by ``ts``, a
+    member event before a transaction of the same ``ts``."""
+    out: list[Sale | MemberChange] = []
+    i = j = 0
+    while i < len(transactions) or j < len(changes):
+        if j < len(changes) and (i == len(transactions) or changes[j].ts <= transactions[i].ts):
+            out.append(changes[j])
+            j += 1
+        else:
+            out.append(transactions[i])
+            i += 1
+    return out
+
+
+def _kept(records: Iterable[Sale | MemberChange]) -> dict[str, list[Sale | MemberChange]]:
+    """Each member's records that count, in arrival order: the contract's erase rule.
+
+    E is the member's newest erase ts; a record with ``ts`` <= E is dropped, whenever it
+    arrives. An erase newer than E cuts what is kept to the records with a larger ``ts``;
+    if it is older than ``as_of_ts - 8 days`` (of what is kept before it), nothing is kept
+    and E becomes that ``as_of_ts``.
+    """
+    kept: dict[str, list[Sale | MemberChange]] = {}
+    newest_erase: dict[str, int] = {}
+    for record in records:
+        member = record.member_id
+        if member is None:  # a transaction without a member makes no profile
+            continue
+        e = newest_erase.get(member)
+        if isinstance(record, MemberChange) and record.kind == "erase":
+            if e is not None and record.ts <= e:
                 continue
-            if not t.refund and t.amount == 0:
-                decided = Decided(t, "zero_sale", 0, t.ts)
-            elif not t.refund:
-                decided = Decided(t, "sale", t.amount, t.ts)
+            mine = kept.get(member, [])
+            as_of = _history(mine).as_of if mine else None
+            if as_of is not None and record.ts < as_of - 8 * DAY:
+                newest_erase[member], kept[member] = as_of, []
             else:
-                named = [
-                    i
-                    for i in remembered
-                    if applied[i].kind == "sale" and t.ref_txn_id is not None and applied[i].txn.txn_id == t.ref_txn_id
-                ]
-                if named:
-                    sale_index = named[0]
-                    sale = applied[sale_index].txn
-                    earlier = 0
-                    for d in applied:
-                        if d.kind == "refund_of_sale" and d.of_sale == sale_index:
-                            earlier += d.money
-                    r = min(t.amount, sale.amount - earlier)
-                    decided = Decided(t, "refund_of_sale", r, sale.ts, sale_index)
-                else:
-                    decided = Decided(t, "refund_unmatched", t.amount, t.ts)
-            applied.append(decided)
+                newest_erase[member] = record.ts
+                kept[member] = [r for r in mine if r.ts > record.ts]
+        elif e is None or record.ts > e:
+            kept.setdefault(member, []).append(record)
+    return kept
+
+
+def _histories(records: Iterable[Sale | MemberChange]) -> dict[str, History]:
+    return {member: _history(mine) for member, mine in _kept(records).items() if mine}
+
+
+def _history(everything: list[Sale | MemberChange]) -> History:
+    """One member's kept records, in arrival order, decided one by one."""
+    applied: list[Decided] = []
+    duplicates = 0
+    as_of: int | None = None
+    events: list[MemberChange] = []
+    for t in everything:
+        if isinstance(t, MemberChange):
+            events.append(t)
             as_of = t.ts if as_of is None else max(as_of, t.ts)
-        assert as_of is not None  # the first transaction of a member is never a duplicate
-        histories[member] = History(applied, duplicates, as_of)
-    return histories
+            continue
+        # Remembered: applied before this one, ts within 400 days of the as_of before it.
+        remembered = [i for i, d in enumerate(applied) if as_of is not None and d.txn.ts > as_of - 400 * DAY]
+        if any(applied[i].txn.txn_id == t.txn_id for i in remembered):
+            duplicates += 1
+            continue
+        if not t.refund and t.amount == 0:
+            decided = Decided(t, "zero_sale", 0, t.ts)
+        elif not t.refund:
+            decided = Decided(t, "sale", t.amount, t.ts)
+        else:
+            named = [
+                i
+                for i in remembered
+                if applied[i].kind == "sale" and t.ref_txn_id is not None and applied[i].txn.txn_id == t.ref_txn_id
+            ]
+            if named:
+                sale_index = named[0]
+                sale = applied[sale_index].txn
+                earlier = 0
+                for d in applied:
+                    if d.kind == "refund_of_sale" and d.of_sale == sale_index:
+                        earlier += d.money
+                r = min(t.amount, sale.amount - earlier)
+                decided = Decided(t, "refund_of_sale", r, sale.ts, sale_index)
+            else:
+                decided = Decided(t, "refund_unmatched", t.amount, t.ts)
+        applied.append(decided)
+        as_of = t.ts if as_of is None else max(as_of, t.ts)
+    assert as_of is not None  # the first record of a member is never a duplicate
+    return History(applied, duplicates, as_of, events)
 
 
 def _decayed(h: History) -> dict[str, float]:
@@ -231,6 +338,37 @@ def sales_of(values: Iterable[bytes]) -> list[Sale]:
                 payment=doc["payment"],
                 ref_txn_id=doc.get("ref_txn_id"),
                 items=[LineItem(i["sku"], i["category"], i["qty"], i["unit_price"]) for i in doc.get("items") or []],
+            )
+        )
+    return out
+
+
+def changes_of(values: Iterable[bytes], hasher: DeviceHasher) -> list[MemberChange]:
+    """The ``members.events`` values as ``MemberChange`` records, in the order given (plain
+    ``json``, not the engine's decoder): a bound MAC becomes ``hasher.device(mac, ts)``, as
+    probes do; a birthday ``YYYY-MM-DD`` becomes ``MM-DD``; tags are sorted and unique.
+
+    >>> v = b'{"type": "profile", "member_id": "U1", "ts": 5, "birthday": "1990-02-03", "tags": ["b", "a", "b"]}'
+    >>> c = changes_of([v, b'{"type": "erase", "member_id": "U1", "ts": 9}'], DeviceHasher(b"k"))
+    >>> [(x.kind, x.birthday, x.tags) for x in c]
+    [('profile', '02-03', ['a', 'b']), ('erase', None, [])]
+    """
+    out = []
+    for value in values:
+        doc = json.loads(value)
+        birthday = doc.get("birthday")
+        mac = doc.get("mac")
+        out.append(
+            MemberChange(
+                ts=doc["ts"],
+                member_id=doc["member_id"],
+                kind=doc["type"],
+                offset=0,
+                store_id=doc.get("store_id"),
+                device=hasher.device(mac, doc["ts"]) if mac is not None else None,
+                push=doc.get("push"),
+                birthday=birthday[5:] if birthday is not None else None,
+                tags=sorted(set(doc.get("tags") or [])),
             )
         )
     return out

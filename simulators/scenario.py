@@ -137,6 +137,7 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     refund_max_days: int = 0  # a refund comes 0 to this many days after its sale
     duplicate_share: float = 0.0  # of transactions: the same message sent twice
     duplicate_delay_s: float = 120.0  # mean delay (exponential) of the repeat
+    erase_share: float = 0.0  # of members who bought: erased at night 2-6 days before the end
     bad_record_share: float = 0.0
     radio: Radio = Radio()
     incidents: list[Incident] = []
@@ -199,7 +200,7 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             "new_member_share", "batched_sensor_share", "sniffer_extras_share",
             "street_capture_share", "refund_share", "bad_record_share", "zero_sale_share",
             "partial_refund_share", "split_refund_share", "unlinked_refund_share",
-            "duplicate_share",
+            "duplicate_share", "erase_share",
         ):
             value = getattr(self, field)
             if not 0.0 <= value <= 1.0:

@@ -8,7 +8,9 @@ tells whose phone used each (simulated) MAC, stable, rotated or bound; ``people`
 all who made a trip, with or without a store visit; ``transactions`` is every
 ``pos.transactions`` value as sent (repeats and bad records included), in send order,
 ``repeats`` how many of them repeat an earlier one, and ``pos_counts()`` counts each
-messy case of the export (``simulators.messy``). Street stores
+messy case of the export (``simulators.messy``); ``member_events`` is every
+``members.events`` value as sent, in send order, and ``erasures`` counts the erase events
+among them. Street stores
 are their own site, so their visits carry the store id as ``mall_id`` (as the engine's
 ``Visit.mall_id`` does).
 
@@ -95,6 +97,12 @@ class Truth:
     people: dict[str, TruePerson] = field(default_factory=dict)
     transactions: list[bytes] = field(default_factory=list)  # pos.transactions values, as sent
     repeats: int = 0
+    member_events: list[bytes] = field(default_factory=list)  # members.events values, as sent
+
+    @property
+    def erasures(self) -> int:
+        """How many erase events were sent (``erase_share``)."""
+        return sum(1 for v in self.member_events if v.startswith(b'{"type":"erase"'))
 
     def pos_counts(self) -> PosCounts:
         """Counts of each case of the ``pos.transactions`` export."""

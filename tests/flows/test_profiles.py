@@ -5,9 +5,11 @@ crash and a resume."""
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import random
-from datetime import timedelta
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import bytewax.operators as op
@@ -18,10 +20,18 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.records import LineItem, Sale
-from connectors.schemas import MemberProfile
-from flows.profiles import Applied, MemberLedger, rfm_score, update_profiles
-from simulators.profile_truth import decayed_quantities, member_profiles
+from connectors.records import LineItem, MemberChange, Sale
+from connectors.schemas import MemberErased, MemberProfile
+from flows.profiles import (
+    Applied,
+    MemberLedger,
+    MemberSnapshot,
+    ProfileLogic,
+    build_profile_logic,
+    rfm_score,
+    update_profiles,
+)
+from simulators.profile_truth import arrival_order, decayed_quantities, erasures, member_profiles
 
 T0 = 1_763_870_400_000  # 2025-11-23 04:00:00 UTC
 DAY = 86_400_000
@@ -496,10 +506,11 @@ def keyed(txns: list[Sale]) -> list[tuple[str, Sale]]:
     return [(t.member_id or "", t) for t in txns]
 
 
-def run_flow(items: list, out: list, recovery: RecoveryConfig | None = None) -> None:
+def run_flow(items: list, out: list, recovery: RecoveryConfig | None = None, tombstone_s: float = 8 * 86_400) -> None:
     flow = Dataflow("profiles_test")
     sales = op.input("read_member_sales", flow, TestingSource(items))  # (member_id, Sale)
-    op.output("write_profiles", update_profiles("update_profiles", sales), TestingSink(out))
+    profiles = update_profiles("update_profiles", sales, tombstone_s=tombstone_s)
+    op.output("write_profiles", profiles, TestingSink(out))
     run_main(flow, epoch_interval=None if recovery is None else timedelta(0), recovery_config=recovery)
 
 
@@ -511,7 +522,7 @@ def test_one_profile_per_member_per_batch() -> None:
     # One source batch: three transactions of M1, one of M2 -> one profile each, after
     # the whole batch (M1: 100 + 200 + 300 = 600 over 3 sales).
     txns = [sale(T0, "T1", 100), sale(T0 + 1, "T2", 200), sale(T0, "T9", 50, member="M2"), sale(T0 + 2, "T3", 300)]
-    out: list[MemberProfile] = []
+    out: list = []  # MemberProfile | MemberErased
     flow = Dataflow("profiles_batch_test")
     sales = op.input("read_member_sales", flow, TestingSource(keyed(txns), batch_size=10))
     op.output("write_profiles", update_profiles("update_profiles", sales), TestingSink(out))
@@ -551,3 +562,381 @@ def test_update_profiles_in_a_dataflow_resumes_after_a_crash(tmp_path: Path) -> 
     # but it ends with the uninterrupted profiles and writes nothing they do not hold.
     assert last_per_member(first + second) == last_per_member(expected)
     assert set(map(repr, first + second)) <= set(map(repr, expected))
+
+
+# ---- member events ------------------------------------------------------------------
+
+
+def ev(
+    ts: int,
+    kind: str,
+    *,
+    member: str = "M1",
+    device: int | None = None,
+    push: bool | None = None,
+    birthday: str | None = None,
+    tags: tuple[str, ...] = (),
+) -> MemberChange:
+    return MemberChange(ts, member, kind, 0, device=device, push=push, birthday=birthday, tags=list(tags))
+
+
+def fold(*records: Sale | MemberChange) -> list[MemberProfile | MemberErased]:
+    """One batch of one member through the step's logic, from a new member."""
+    return ProfileLogic(None).on_batch(list(records))[0]
+
+
+def fields_of(p: MemberProfile | MemberErased) -> tuple:
+    assert isinstance(p, MemberProfile)
+    return (p.as_of_ts, p.member_since_ts, p.push_consent, p.birthday, p.tags, p.devices)
+
+
+@pytest.mark.parametrize(
+    "records,expected",
+    [
+        # Sign-ups: the earliest ts, in any order; as_of_ts is the newest event.
+        ((ev(T0 + 5, "signup"), ev(T0, "signup")), (T0 + 5, T0, False, None, (), 0)),
+        # Consent: the newest ts wins, not the last to arrive.
+        ((ev(T0 + 9, "consent", push=True), ev(T0, "consent", push=False)), (T0 + 9, None, True, None, (), 0)),
+        # ... and on a tie, the last to arrive.
+        ((ev(T0, "consent", push=True), ev(T0, "consent", push=False)), (T0, None, False, None, (), 0)),
+        # Profile: birthday and tags together from the newest, tags sorted and unique.
+        (
+            (
+                ev(T0 + 1, "profile", birthday="02-29", tags=("b", "a", "b")),
+                ev(T0, "profile", birthday="01-01", tags=("z",)),
+            ),
+            (T0 + 1, None, False, "02-29", ("a", "b"), 0),
+        ),
+        # Devices: 1 and 2 bound, 2 unbound later, 3 unbound-then-bound with the bind newer,
+        # 4's unbind (newer) arrives before its bind -> 1 and 3 are bound.
+        (
+            (
+                ev(T0, "bind_device", device=1),
+                ev(T0, "bind_device", device=2),
+                ev(T0 + 1, "unbind_device", device=2),
+                ev(T0, "unbind_device", device=3),
+                ev(T0 + 2, "bind_device", device=3),
+                ev(T0 + 3, "unbind_device", device=4),
+                ev(T0, "bind_device", device=4),
+            ),
+            (T0 + 3, None, False, None, (), 2),
+        ),
+    ],
+)
+def test_member_event_rules(records: tuple[MemberChange, ...], expected: tuple) -> None:
+    (p,) = fold(*records)
+    assert fields_of(p) == expected
+    assert fields_of(member_profiles(records)["M1"]) == expected
+
+
+def test_devices_keep_the_20_with_the_newest_binding_events() -> None:
+    # 25 binds at T0 + d (d = 0..24): devices 5..24 are kept (20). A late bind of device 0
+    # at T0 (older than all kept) comes and goes; unbinding 24 leaves 19.
+    binds = [ev(T0 + d, "bind_device", device=d) for d in range(25)]
+    (p,) = fold(*binds, ev(T0, "bind_device", device=0), ev(T0 + 30, "unbind_device", device=24))
+    assert isinstance(p, MemberProfile) and p.devices == 19
+    ledger = MemberLedger()
+    for b in binds:
+        ledger.change(b)
+    assert sorted(ledger.device_events) == list(range(5, 25))
+
+
+def test_member_events_move_as_of_and_the_windows() -> None:
+    # A sale of 6000 at T0; a consent 31 days later: as_of moves, the sale leaves the 30
+    # days but stays in the 90 -> recency 31 (R3), F1, M2.
+    (p,) = fold(sale(T0, "T1", 6_000), ev(T0 + 31 * DAY, "consent", push=True))
+    assert isinstance(p, MemberProfile)
+    assert (p.as_of_ts, p.spend_30d, p.spend_90d, p.recency_days, p.rfm) == (T0 + 31 * DAY, 0, 6_000, 31, "312")
+
+
+def test_a_member_with_only_member_events_has_a_profile_without_purchases() -> None:
+    (p,) = fold(ev(T0, "signup"))
+    assert isinstance(p, MemberProfile)
+    assert (p.sales, p.avg_ticket, p.rfm, p.member_since_ts, p.as_of_ts) == (0, None, None, T0, T0)
+
+
+def test_an_erase_forgets_and_what_follows_starts_afresh() -> None:
+    # Before the erase: a sale T1, consent, a sign-up. After it: T1 again counts as a new
+    # sale (no duplicate), a refund naming T1... names the new T1 (capped at 1000); no
+    # consent and no member_since survive.
+    out = fold(
+        ev(T0, "signup"),
+        sale(T0, "T1", 1_000),
+        ev(T0, "consent", push=True),
+        ev(T0 + DAY, "erase"),
+        sale(T0 + 2 * DAY, "T1", 1_000),
+        sale(T0 + 2 * DAY, "T1", 1_000),
+        refund(T0 + 3 * DAY, "R1", 5_000, "T1"),
+    )
+    assert out[0] == MemberErased(member_id="M1", ts=T0 + DAY)
+    p = out[1]
+    assert isinstance(p, MemberProfile) and len(out) == 2
+    assert (p.sales, p.duplicates, p.refunded, p.net_spend, p.first_purchase_ts) == (1, 1, 1_000, 0, T0 + 2 * DAY)
+    assert (p.member_since_ts, p.push_consent, p.as_of_ts) == (None, False, T0 + 3 * DAY)
+
+
+def test_a_refund_after_an_erase_cannot_name_a_sale_from_before() -> None:
+    (erased, p) = fold(sale(T0, "T1", 1_000), ev(T0 + DAY, "erase"), refund(T0 + 2 * DAY, "R1", 300, "T1"))
+    assert isinstance(p, MemberProfile)
+    assert (p.sales, p.refunds, p.refunded, p.spend_30d) == (0, 1, 300, -300)
+
+
+def test_an_erase_last_keeps_only_the_tombstone_until_its_notify() -> None:
+    # A second, newer erase moves E to T0 + 2 d; a third, older one changes nothing (E
+    # stays). No profile: nothing but the erase ts is left, kept (RETAIN) to drop late
+    # older records, and discarded when the tombstone's wall-clock life (1 h) is over.
+    clock = datetime(2025, 11, 23, tzinfo=UTC)
+    logic = ProfileLogic(None, tombstone=timedelta(hours=1), now=lambda: clock)
+    out, keep = logic.on_batch(
+        [sale(T0, "T1", 1_000), ev(T0 + DAY, "erase"), ev(T0 + 2 * DAY, "erase"), ev(T0, "erase")]
+    )
+    assert out == [MemberErased(member_id="M1", ts=T0 + d * DAY) for d in (1, 2, 2)]
+    assert keep is ProfileLogic.RETAIN
+    assert logic.ledger == MemberLedger(erased_ts=T0 + 2 * DAY)  # the tombstone, nothing else
+    assert logic.notify_at() == clock + timedelta(hours=1)
+    out, keep = logic.on_batch([sale(T0 + 2 * DAY, "T2", 5)])  # late, at E: dropped, no profile
+    assert (out, keep, logic.notify_at()) == ([], ProfileLogic.RETAIN, clock + timedelta(hours=1))
+    assert logic.on_notify() == ([], ProfileLogic.DISCARD)
+    # Resumed from its snapshot, the deadline holds; a newer record makes it a member again
+    # (no notify), and its notify then keeps it.
+    resumed = build_profile_logic(logic.snapshot())
+    assert resumed.notify_at() == clock + timedelta(hours=1)
+    (p,) = resumed.on_batch([sale(T0 + 3 * DAY, "T3", 7)])[0]
+    assert isinstance(p, MemberProfile) and (p.sales, p.net_spend) == (1, 7)
+    assert resumed.notify_at() is None and resumed.on_notify() == ([], ProfileLogic.RETAIN)
+
+
+def test_an_erase_drops_older_records_that_arrive_after_it() -> None:
+    # The erase at E = T0 + 1 d arrives first; the older sale (T0), a refund and a consent
+    # at exactly E, and a device bound before E come after it: all dropped. The sale and
+    # sign-up after E make the profile.
+    ledger = MemberLedger()
+    assert ledger.erase(T0 + DAY) == T0 + DAY
+    outcomes = [
+        ledger.apply(sale(T0, "T1", 1_000)),
+        ledger.apply(refund(T0 + DAY, "R1", 300)),
+        ledger.change(ev(T0 + DAY, "consent", push=True)),
+        ledger.change(ev(T0, "bind_device", device=7)),
+        ledger.apply(sale(T0 + DAY + 1, "T2", 40)),
+        ledger.change(ev(T0 + 2 * DAY, "signup")),
+    ]
+    assert outcomes == [Applied.ERASED] * 4 + [Applied.SALE, Applied.MEMBER_EVENT]
+    p = ledger.profile("M1")
+    assert (p.sales, p.refunds, p.net_spend, p.push_consent, p.devices) == (1, 0, 40, False, 0)
+    assert (p.first_purchase_ts, p.member_since_ts, p.as_of_ts) == (T0 + DAY + 1, T0 + 2 * DAY, T0 + 2 * DAY)
+
+
+ERASE_CASE: list[Sale | MemberChange] = [
+    sale(T0, "T1", 1_000, item("tea", 1)),  # before E: forgotten
+    ev(T0, "signup"),  # before E: forgotten
+    ev(T0 + DAY, "consent", push=True),  # at E: forgotten
+    ev(T0 + DAY, "erase"),  # E
+    sale(T0 + 2 * DAY, "T2", 500, item("cake", 2), store="S2"),
+    refund(T0 + 3 * DAY, "R1", 200, "T1"),  # names a forgotten sale: unmatched
+    ev(T0 + 3 * DAY, "profile", birthday="02-03", tags=("vip",)),
+]
+
+
+def test_an_erase_gives_the_same_profile_in_every_arrival_order() -> None:
+    # All 5040 orders of one batch: MemberErased(E) first, then the profile of T2, R1
+    # (unmatched: 200 off at its ts) and the profile event, worked out by hand: sales 1,
+    # refunded 200, net 300, as_of T0 + 3 d, recency 1 -> R5, F1, M1.
+    expected = (1, 1, 200, 300, ("S2",), ("cake",), T0 + 3 * DAY, "511", None, False, "02-03", ("vip",))
+    for order in itertools.permutations(ERASE_CASE):
+        out = fold(*order)
+        assert out[0] == MemberErased(member_id="M1", ts=T0 + DAY) and len(out) == 2
+        p = out[1]
+        assert isinstance(p, MemberProfile)
+        got = (p.sales, p.refunds, p.refunded, p.net_spend, p.stores, p.favourite_categories, p.as_of_ts)
+        assert got + (p.rfm, p.member_since_ts, p.push_consent, p.birthday, p.tags) == expected
+        assert member_profiles(list(order))["M1"] == p
+
+
+def test_an_erase_older_than_what_was_applied_rebuilds_from_the_newer_records() -> None:
+    # The erase (E = T0 + 1 d) arrives last, after records on both sides of it: the ledger
+    # is the one of the newer records alone, replayed in arrival order, with the tombstone.
+    late = ERASE_CASE[:3] + ERASE_CASE[4:]
+    ledger = MemberLedger()
+    for r in late:
+        ledger.apply(r) if isinstance(r, Sale) else ledger.change(r)
+    ledger.erase(T0 + DAY)
+    fresh = MemberLedger(erased_ts=T0 + DAY)
+    for r in ERASE_CASE[4:]:
+        fresh.apply(r) if isinstance(r, Sale) else fresh.change(r)
+    assert ledger == fresh
+    assert fresh.profile("M1") == member_profiles(late + [ERASE_CASE[3]])["M1"]
+
+
+def test_an_erase_older_than_the_replayable_8_days_forgets_everything() -> None:
+    # as_of T0 + 20 d; an erase at T0 + 12 d - 1 ms is older than as_of - 8 d: the records
+    # after it are not all kept to replay, so everything goes and the erase counts as one
+    # at as_of (Redis then deletes the stored profile). At T0 + 12 d exactly: a rebuild.
+    records = [sale(T0, "T1", 100), sale(T0 + 12 * DAY + 1, "T2", 20), sale(T0 + 20 * DAY, "T3", 3)]
+    out = fold(*records, ev(T0 + 12 * DAY - 1, "erase"), sale(T0 + 15 * DAY, "T4", 4))
+    assert out == [MemberErased(member_id="M1", ts=T0 + 20 * DAY)]
+    assert member_profiles([*records, ev(T0 + 12 * DAY - 1, "erase")]) == {}
+    erased, p = fold(*records, ev(T0 + 12 * DAY, "erase"))
+    assert erased == MemberErased(member_id="M1", ts=T0 + 12 * DAY)
+    assert isinstance(p, MemberProfile) and (p.sales, p.gross_spend) == (2, 23)
+
+
+def test_arrival_order_merges_by_ts_member_events_first() -> None:
+    txns = [sale(T0, "T1", 1), sale(T0 + 5, "T2", 1), sale(T0 + 1, "T1", 1)]  # a late repeat last
+    events = [ev(T0, "signup"), ev(T0 + 5, "erase")]
+    merged = arrival_order(txns, events)
+    assert [getattr(r, "txn_id", getattr(r, "kind", None)) for r in merged] == ["signup", "T1", "erase", "T2", "T1"]
+    assert erasures(merged) == 1
+
+
+@st.composite
+def with_member_events(draw: st.DrawFn) -> list[Sale | MemberChange]:
+    """A stream of ``streams`` with member events (erasures among them) mixed in."""
+    txns: list[Sale | MemberChange] = list(draw(streams(span_days=900, ordered=False)))
+    for _ in range(draw(st.integers(0, 25))):
+        member = draw(st.sampled_from(MEMBERS))
+        ts = T0 + draw(st.integers(0, 900)) * DAY + draw(st.sampled_from((0, 1, -1)))
+        kind = draw(st.sampled_from(("signup", "bind_device", "unbind_device", "consent", "profile", "erase")))
+        change = ev(
+            ts,
+            kind,
+            member=member,
+            device=draw(st.integers(0, 25)),
+            push=draw(st.booleans()),
+            birthday=draw(st.sampled_from(("01-01", "12-31"))),
+            tags=tuple(draw(st.lists(st.sampled_from("abc"), max_size=3))),
+        )
+        txns.insert(draw(st.integers(0, len(txns))), change)
+    return txns
+
+
+def by_logic_in_batches(records: list[Sale | MemberChange], cuts: list[int]) -> dict[str, MemberProfile]:
+    """Like the engine: batches of the arrival order per member through ``ProfileLogic``,
+    the ledger pickled between batches (its tombstone never expires here)."""
+    state: dict[str, bytes] = {}
+    last: dict[str, MemberProfile] = {}
+    bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        batch: dict[str, list[Sale | MemberChange]] = {}
+        for r in records[lo:hi]:
+            batch.setdefault(r.member_id or "", []).append(r)
+        for member, values in batch.items():
+            logic = build_profile_logic(state.get(member))
+            out, keep = logic.on_batch(values)
+            for o in out:
+                if isinstance(o, MemberErased):
+                    last.pop(member, None)
+                else:
+                    last[member] = o
+            if keep is ProfileLogic.DISCARD:
+                state.pop(member, None)
+            else:
+                state[member] = logic.snapshot()
+        assert last == {m: p for m, p in member_profiles(records[:hi]).items()}
+    return last
+
+
+@EXAMPLES
+@given(with_member_events(), st.lists(st.integers(1, 60), max_size=6))
+def test_the_step_agrees_with_the_oracle_with_member_events_and_erasures(
+    records: list[Sale | MemberChange], cuts: list[int]
+) -> None:
+    assert by_logic_in_batches(records, cuts) == member_profiles(records)
+
+
+@EXAMPLES
+@given(streams(span_days=7, ordered=True), st.data(), st.randoms())
+def test_erasures_give_the_same_profiles_in_any_arrival_order(
+    txns: list[Sale], data: st.DataObject, rnd: random.Random
+) -> None:
+    # Within 7 days (so every erase is within the 8 days a ledger can rebuild from), member
+    # events at distinct ts (no ties to break by arrival), erases among them, arriving
+    # anywhere, before or after the older records: in ts order or in any order with each
+    # refund after the sale it names, the same profiles, the oracle's, batch after batch.
+    events: list[MemberChange] = []
+    for n in range(data.draw(st.integers(0, 12))):
+        kind = data.draw(st.sampled_from(("signup", "bind_device", "consent", "profile", "erase", "erase")))
+        ts = T0 + data.draw(st.integers(0, 7)) * DAY + 2 + 3 * n  # distinct, and apart from the sales'
+        member = data.draw(st.sampled_from(MEMBERS))
+        events.append(ev(ts, kind, member=member, device=n, push=n % 2 == 0, birthday="01-01", tags=(str(n),)))
+    in_ts_order: list[Sale | MemberChange] = sorted(
+        [*txns, *events], key=lambda r: (r.ts, isinstance(r, Sale) and r.refund)
+    )
+    shuffled: list[Sale | MemberChange] = list(refunds_after_their_sales(txns, rnd))
+    for e in events:
+        shuffled.insert(rnd.randint(0, len(shuffled)), e)
+    expected = member_profiles(in_ts_order)
+    assert by_logic_in_batches(in_ts_order, []) == expected
+    assert by_logic_in_batches(shuffled, data.draw(st.lists(st.integers(1, 40), max_size=4))) == expected
+
+
+def snaps(recovery_dir: Path) -> list[tuple[str, str, int, bytes | None]]:
+    rows: list[tuple[str, str, int, bytes | None]] = []
+    for part in sorted(recovery_dir.glob("part-*.sqlite3")):
+        with sqlite3.connect(part) as db:
+            rows += db.execute("SELECT step_id, state_key, snap_epoch, ser_change FROM snaps").fetchall()
+    return rows
+
+
+def m1_snapshots(recovery_dir: Path) -> list[tuple[int, bytes | None]]:
+    rows = snaps(recovery_dir)
+    return sorted(
+        (epoch, change) for step, key, epoch, change in rows if step.endswith(".update_profiles") and key == "M1"
+    )
+
+
+def test_an_erasure_leaves_only_a_tombstone_then_nothing(tmp_path: Path) -> None:
+    # Epoch after every item (epoch_interval 0): M1 buys, signs up, binds a device, sets a
+    # birthday and tags; M2 buys; M1 is erased (E = T0 + 1 d); M1's older sale arrives late
+    # (dropped: no profile of M1 follows); M2 buys again (another epoch after the erase).
+    items: list[tuple[str, Sale | MemberChange]] = [
+        ("M1", sale(T0, "TXN-OF-M1", 1_000)),
+        ("M1", ev(T0, "signup")),
+        ("M1", ev(T0 + 1, "bind_device", device=42)),
+        ("M1", ev(T0 + 2, "profile", birthday="02-03", tags=("TAG-OF-M1",))),
+        ("M2", sale(T0, "T2", 500, member="M2")),
+        ("M1", ev(T0 + DAY, "erase")),
+        ("M1", sale(T0 - DAY, "LATE-TXN-OF-M1", 2_000)),
+        ("M2", sale(T0 + 2 * DAY, "T3", 500, member="M2")),
+    ]
+    # Without the erase (a control run), M1's snapshot holds its transaction and tags.
+    (tmp_path / "control").mkdir()
+    init_db_dir(tmp_path / "control", 1)
+    run_flow(
+        [i for i in items if not (isinstance(i[1], MemberChange) and i[1].kind == "erase")],
+        [],
+        RecoveryConfig(str(tmp_path / "control")),
+    )
+    control = m1_snapshots(tmp_path / "control")
+    assert control and control[-1][1] is not None
+    assert b"TXN-OF-M1" in control[-1][1] and b"TAG-OF-M1" in control[-1][1]
+
+    # The erase with the default 8-day tombstone: the key holds the erase ts and nothing else.
+    (tmp_path / "erased").mkdir()
+    init_db_dir(tmp_path / "erased", 1)
+    out: list = []
+    run_flow(items, out, RecoveryConfig(str(tmp_path / "erased")))
+    assert MemberErased(member_id="M1", ts=T0 + DAY) in out
+    assert [o.member_id for o in out if isinstance(o, MemberProfile)] == ["M1"] * 4 + ["M2", "M2"]
+    _, newest = m1_snapshots(tmp_path / "erased")[-1]
+    assert newest is not None
+    tombstone = pickle.loads(pickle.loads(newest))  # bytewax pickles the snapshot's bytes
+    assert isinstance(tombstone, MemberSnapshot) and tombstone.tombstone_until is not None
+    ledger = tombstone.ledger
+    assert ledger == MemberLedger(erased_ts=T0 + DAY)  # every other field at its empty default
+    assert (ledger.sales, ledger.txn_ts, ledger.remembered, ledger.recent) == (0, {}, {}, ())
+    assert (ledger.device_events, ledger.details, ledger.member_since_ts, ledger.as_of_ts) == ({}, None, None, None)
+    assert b"TXN-OF-M1" not in newest and b"TAG-OF-M1" not in newest and b"02-03" not in newest
+
+    # A tombstone of 0 s (so without the late sale, which it would no longer stop): its
+    # notify fires on the next activation (M2's item after it) and the key is discarded:
+    # the newest snapshot of M1 is a deletion, and nothing later.
+    (tmp_path / "expired").mkdir()
+    init_db_dir(tmp_path / "expired", 1)
+    on_time = [i for i in items if not (isinstance(i[1], Sale) and i[1].txn_id == "LATE-TXN-OF-M1")]
+    run_flow(on_time, [], RecoveryConfig(str(tmp_path / "expired")), tombstone_s=0)
+    expired_at, gone = m1_snapshots(tmp_path / "expired")[-1]
+    assert gone is None
+    rows = snaps(tmp_path / "expired")
+    later = [r for r in rows if r[2] >= expired_at and r[3] is not None]
+    assert any(r[1] == "M2" for r in later)  # M2's state was snapshotted after the deletion
+    assert not any(b"M1" in (r[3] or b"") for r in later if r[0].endswith(".update_profiles"))

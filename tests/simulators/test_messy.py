@@ -256,3 +256,31 @@ def test_all_messy_fields_default_to_off() -> None:
     s = Scenario(name="x")
     assert (s.zero_sale_share, s.partial_refund_share, s.split_refund_share,
             s.unlinked_refund_share, s.refund_max_days, s.duplicate_share) == (0, 0, 0, 0, 0, 0)
+
+
+# ---- erasures (erase_share) -----------------------------------------------------------
+
+
+def test_erasures_at_night_after_a_purchase(month: Month) -> None:
+    erase = [msgspec.json.decode(v) for v in month.sim.truth.member_events if b'"type":"erase"' in v]
+    assert len(erase) == month.sim.truth.erasures > 0
+    buyers = {t.member_id for t in month.sales if t.member_id is not None and t.amount > 0}
+    assert_share(len(erase), len(buyers), month.scenario.erase_share * 0.9)  # some cannot: no purchase yet
+    first_buy: dict[str, int] = {}
+    for t in month.sales:
+        if t.member_id is not None and t.amount > 0:
+            first_buy[t.member_id] = min(first_buy.get(t.member_id, t.ts), t.ts)
+    last_day = max(t.ts for t in month.sent)
+    for e in erase:
+        assert first_buy[e["member_id"]] < e["ts"]  # after some of their purchases
+        assert 1 * DAY_MS < last_day - e["ts"] < 7 * DAY_MS  # some days before the end
+        # hours from any of their transactions, so the topics' interleaving cannot matter
+        assert all(abs(t.ts - e["ts"]) > 3 * 3_600_000 for t in month.sent if t.member_id == e["member_id"])
+    after = {t.member_id for t in month.sales for e in erase if t.member_id == e["member_id"] and t.ts > e["ts"]}
+    assert after  # some shop again: a fresh ledger
+
+
+def test_erase_share_is_opt_in(month: Month) -> None:
+    assert Scenario.load("demo").erase_share == 0.0
+    with pytest.raises(ConfigError, match="erase_share"):
+        Scenario.load("members-month").replace(erase_share=1.5)
