@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 import redis
@@ -20,9 +20,12 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.exceptions import RedisClusterException
 
 from connectors.catalog import Catalog
-from connectors.schemas import DeadLetter, FootfallMinute, StoreHour, Visit
+from connectors.schemas import DeadLetter, FootfallMinute, MemberErased, MemberProfile, StoreHour, Visit
 from state.redis import Backoff, is_retryable
 from storepulse import health, metrics
+
+if TYPE_CHECKING:
+    from state.profiles import Applied
 
 log = logging.getLogger(__name__)
 
@@ -245,11 +248,33 @@ class RedisFootfallSink(_RedisSink):
         return self._build(FootfallStore, f"redis[{worker_index}]")
 
 
+class _ProfileUpdates:
+    """``state.profiles.ProfileStore.apply`` as the ``write`` that ``_RedisPartition`` calls."""
+
+    def __init__(self, client: Any) -> None:
+        from state.profiles import ProfileStore
+
+        self.store = ProfileStore(client)
+
+    def write(self, records: list[MemberProfile | MemberErased]) -> Applied:
+        return self.store.apply(records)
+
+
+def _count_profile_updates(applied: Applied) -> None:
+    """Counts a ``state.profiles.Applied``."""
+    metrics.PROFILE_UPDATES.inc(applied.written)
+    metrics.MEMBERS_ERASED.inc(applied.erased)
+
+
 class RedisProfileSink(_RedisSink):
-    """Writes member profiles to Redis (``state.profiles``); one pipeline per batch, other
-    items are ignored. Idempotent: a profile replaces the stored one only if its
-    ``as_of_ts`` is not older, so a replay never moves a profile backwards.
-    ``storepulse_profile_updates_total`` counts the profiles written.
+    """Writes member profiles to Redis and applies member erasures (``state.profiles``);
+    one pipeline per batch, in item order per member, other items are ignored. Idempotent:
+    a profile replaces the stored one only if its ``as_of_ts`` is not older and it is newer
+    than the member's last erasure, so a replay never moves a profile backwards or writes
+    an erased member back (until the 35-day tombstone expires). A ``MemberErased`` deletes
+    the profile unless that is newer (the member came back since).
+    ``storepulse_profile_updates_total`` counts the profiles written,
+    ``storepulse_members_erased_total`` the erasures applied (a replayed one is not counted).
 
     Outages and errors as ``RedisFootfallSink`` (the same retry loop), with its own
     readiness condition ``redis-profiles[<worker>]``; it shares ``storepulse_redis_up``
@@ -257,14 +282,11 @@ class RedisProfileSink(_RedisSink):
     """
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
-        from connectors.schemas import MemberProfile
-        from state.profiles import ProfileStore
-
         return self._build(
-            ProfileStore,
+            _ProfileUpdates,
             f"redis-profiles[{worker_index}]",
-            kinds=(MemberProfile,),
-            on_written=metrics.PROFILE_UPDATES.inc,
+            kinds=(MemberProfile, MemberErased),
+            on_written=_count_profile_updates,
         )
 
 

@@ -148,6 +148,11 @@ PROFILE_UPDATES = Counter(
     "storepulse_profile_updates",
     "Member profiles written to Redis (one older than the stored profile is not written, not counted).",
 )
+MEMBERS_ERASED = Counter(
+    "storepulse_members_erased",
+    "Member erasures applied to Redis (profile deleted, tombstone left); a replayed or stale "
+    "erasure is not counted again.",
+)
 CATALOG_CHECK_FAILURES = Counter(
     "storepulse_catalog_check_failures",
     "Catalog version checks that failed, by reason (unreachable: Redis did not answer; "

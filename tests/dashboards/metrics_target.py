@@ -2,7 +2,9 @@
 
 Run as ``python metrics_target.py PORT``: imports ``storepulse.metrics``, gives every
 declared metric (including ones appended later) a few labelled samples, and serves
-``/metrics`` on 127.0.0.1:PORT until terminated. The dashboard tests scrape it with a real
+``/metrics`` on 127.0.0.1:PORT until terminated, meanwhile adding to every counter each
+``TICK_S`` so that rate() and increase() panels (profile updates, members erased, ...)
+show values above zero, as a running engine's would. The dashboard tests scrape it with a real
 Prometheus; ``storepulse demo --run-on --metrics-port PORT`` is the drop-in replacement.
 
 >>> label_sets(("scope", "id"))[-1]
@@ -71,6 +73,16 @@ def fill(metric: MetricWrapperBase, index: int) -> None:
             raise TypeError(f"{metric!r}: no sample recipe for {type(metric).__name__}")
 
 
+TICK_S = 0.5  # below the test Prometheus's scrape interval: every scrape sees growth
+
+
+def grow(metric: Counter) -> None:
+    """Add one to every labelled child of the counter ``metric`` (as ``fill`` made them)."""
+    names = tuple(metric._labelnames)
+    for labels in label_sets(names) if names else [{}]:
+        child(metric, labels).inc()
+
+
 def main(argv: list[str]) -> None:
     from storepulse import metrics
 
@@ -79,7 +91,11 @@ def main(argv: list[str]) -> None:
         fill(metric, index)
     metrics.serve(int(argv[1]))
     print("serving", flush=True)
-    threading.Event().wait()
+    counters = [m for m in declared if isinstance(m, Counter)]
+    stopped = threading.Event()  # never set: runs until the process is terminated
+    while not stopped.wait(TICK_S):
+        for counter in counters:
+            grow(counter)
 
 
 if __name__ == "__main__":

@@ -200,3 +200,22 @@ def test_prometheus_scraping_fixture(prometheus_scraping: Any, metrics_target: M
     assert [(url, health) for url, health, _ in server.target_health()] == [
         (f"http://{metrics_target.address}/metrics", "up")
     ]
+
+
+MEMBER_PANELS = ("Profile updates per second", "Members erased")
+
+
+def test_member_panels_show_activity_from_the_stand_in(
+    request: pytest.FixtureRequest, prometheus: PrometheusServer, variable_values: dict[str, dict[str, str]]
+) -> None:
+    """The stand-in's counters grow (metrics_target.TICK_S), so the Members row shows values
+    above zero; against the engine the panels only have to run (checked above)."""
+    if request.node.callspec.params["metrics_target"] != "stand-in":
+        return
+    board = json.loads((DASHBOARD_DIR / "storepulse-engine.json").read_text())
+    panels = {p["title"]: p for p in board["panels"]}
+    assert panels["Members"]["type"] == "row"
+    for title in MEMBER_PANELS:
+        [target] = panels[title]["targets"]
+        result = prometheus.query(substitute(target["expr"], variable_values["storepulse-engine"]))
+        assert result and all(float(s["value"][1]) > 0 for s in result), (title, result)

@@ -1,6 +1,7 @@
-"""RedisProfileSink of flows/outputs.py through a real redis-server: writes profiles only,
-counts what it wrote, and waits out an outage as the footfall sink does (the shared
-retry loop itself is tested in test_outputs.py)."""
+"""RedisProfileSink of flows/outputs.py through a real redis-server: writes profiles and
+applies erasures in item order per member, ignores other items, counts what it did, and
+waits out an outage as the footfall sink does (the shared retry loop itself is tested in
+test_outputs.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from connectors.schemas import FootfallMinute
+from connectors.schemas import FootfallMinute, MemberErased
 from flows.outputs import RedisFootfallSink, RedisProfileSink
 from state.profiles import ProfileStore, profile_key
 from state.redis import Backoff
 from storepulse.health import Readiness
 from tests.fixtures.redis import RedisServer
 from tests.flows.test_outputs import wait_until
-from tests.state.test_profiles import ALICE, BOB, DAY
+from tests.state.test_profiles import ALICE, BOB, DAY, later
 
 MINUTE = FootfallMinute(scope="store", scope_id="S1", mall_id="M1", minute_ts=0, devices=1,
                         devices_15m=1, devices_1h=1)
@@ -47,6 +48,34 @@ def test_profiles_are_written_and_counted_other_items_ignored(redis_server, redi
     assert sample("storepulse_profile_updates_total") - updates == 2
     part.write_batch([MINUTE])  # nothing for this sink: no write
     assert sample("storepulse_profile_updates_total") - updates == 2
+    part.close()
+
+
+def test_erasures_are_applied_in_order_with_the_profiles_and_counted(redis_server, redis_client):
+    part = RedisProfileSink(redis_server.url, readiness=Readiness()).build("write_profiles_redis", 0, 1)
+    store = ProfileStore(redis_client)
+    updates, erased = sample("storepulse_profile_updates_total"), sample("storepulse_members_erased_total")
+    erase_alice = MemberErased(member_id=ALICE.member_id, ts=ALICE.as_of_ts + DAY)
+    back = later(ALICE, 2, sales=1)
+
+    # one batch: ALICE written, then erased, then her replayed old profile (not written),
+    # BOB written; then a second batch in which she comes back after the erasure
+    part.write_batch([ALICE, BOB, MINUTE, erase_alice, ALICE])
+    assert store.read(ALICE.member_id) is None and store.read(BOB.member_id) == BOB
+    assert store.erased_at(ALICE.member_id) == ALICE.as_of_ts + DAY
+    assert sample("storepulse_profile_updates_total") - updates == 2  # ALICE once, BOB
+    assert sample("storepulse_members_erased_total") - erased == 1
+
+    # the restart replays the batch: nothing changes, nothing more is erased; her profile
+    # newer than the erasure, in the same batch after the erasure, is written
+    part.write_batch([ALICE, BOB, erase_alice, ALICE, back])
+    assert store.read(ALICE.member_id) == back and store.erased_at(ALICE.member_id) is None
+    assert sample("storepulse_profile_updates_total") - updates == 4  # BOB again (same as_of), back
+    assert sample("storepulse_members_erased_total") - erased == 1
+
+    part.write_batch([MemberErased(member_id=BOB.member_id, ts=BOB.as_of_ts)])  # erasure alone
+    assert store.read(BOB.member_id) is None
+    assert sample("storepulse_members_erased_total") - erased == 2
     part.close()
 
 

@@ -39,10 +39,16 @@ def test_show_prints_aligned_field_value_lines(redis_server, redis_client):
         "favourite_categories          coffee, books, rare, 茶\n"
         "favourite_categories_decayed  coffee, 茶\n"
         "preferred_payment             wechat\n"
+        "member_since_ts               1729310400000\n"
+        "push_consent                  True\n"
+        "birthday                      03-14\n"
+        "tags                          vip, tea, green\n"
+        "devices                       2\n"
     )
     no_sales = storepulse("profile", "show", "M-2002", env=env)
     lines = dict(line.split(None, 1) for line in no_sales.stdout.splitlines())
     assert lines["avg_ticket"] == "-" and lines["rfm"] == "-" and lines["stores"] == "(none)"
+    assert lines["birthday"] == "-" and lines["tags"] == "(none)" and lines["push_consent"] == "False"
 
 
 def test_show_json_is_the_profile(redis_server, redis_client):
@@ -57,6 +63,8 @@ def test_show_json_is_the_profile(redis_server, redis_client):
         "spend_30d": 25000, "spend_90d": 40000, "purchases_30d": 2, "purchases_90d": 3, "recency_days": 2,
         "rfm": "533", "favourite_categories": ["coffee", "books, rare", "茶"],
         "favourite_categories_decayed": ["coffee", "茶"], "preferred_payment": "wechat",
+        "member_since_ts": 1729310400000, "push_consent": True, "birthday": "03-14",
+        "tags": ["vip", "tea, green"], "devices": 2,
     }  # fmt: skip
     bob = json.loads(storepulse("profile", "show", "M-2002", "--json", env=env).stdout)
     assert bob["avg_ticket"] is None and bob["rfm"] is None and bob["stores"] == []
