@@ -5,8 +5,9 @@ wifi.probes      -> read_probes       -> decode_probes       (keyed by partition
 pos.transactions -> read_transactions -> decode_transactions (keyed by partition) ┤
                                         (site, SiteBatch) keyed by mall/street store ┘
    -> count_footfall -> minutes, store-hours, visits -> Redis, metrics, [JSONL]
-decode_transactions -> route_member_sales (sales naming a member, keyed by member)
-   -> update_profiles -> member profiles -> Redis
+decode_transactions -> route_member_sales (sales naming a member, keyed by member) ┐
+members.events -> read_members -> decode_members (keyed by member)                 ┤
+   -> update_profiles -> member profiles, erasures -> Redis                        ┘
 anything invalid or late -> deadletter
 ```
 
@@ -27,17 +28,18 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource, Source
 from bytewax.outputs import Sink
 
 from connectors.catalog import Catalog
 from connectors.decode import Limits, ProbeDecoder, TransactionDecoder
+from connectors.member_events import MemberEventDecoder
 from connectors.privacy import DeviceHasher
 from connectors.records import PartitionId, RawBatch, Sale, SiteBatch
-from connectors.schemas import DeadLetter, MemberProfile
+from connectors.schemas import DeadLetter, MemberErased, MemberProfile
 from flows.footfall import footfall_builder
-from flows.ingest import ingest
+from flows.ingest import ingest, ingest_members
 from flows.outputs import EncodedSink, MetricsSink, RedisFootfallSink, RedisProfileSink, encode_deadletter
 from flows.profiles import update_profiles
 from storepulse.errors import ConfigError
@@ -67,11 +69,13 @@ def input_partitions(source: Source[RawBatch]) -> frozenset[PartitionId]:
 
 @dataclass
 class Sources:
-    """The inputs. Every new site's event clock waits until each partition they read has
-    reported (``partitions``, derived from the sources themselves; see ``flows.clock``)."""
+    """The inputs. Every new site's event clock waits until each partition of the probes
+    and transactions has reported (``partitions``, derived from the sources themselves; see
+    ``flows.clock``); member events feed profiles only, never a site's clock."""
 
     probes: Source[RawBatch]
     transactions: Source[RawBatch] | None = None
+    members: Source[RawBatch] | None = None
 
     def partitions(self) -> frozenset[str]:
         ids = input_partitions(self.probes)
@@ -86,7 +90,7 @@ class Sinks:
 
     deadletter: dict[str, Sink[DeadLetter]] = field(default_factory=dict)
     footfall: dict[str, Sink[Any]] = field(default_factory=dict)
-    profiles: dict[str, Sink[MemberProfile]] = field(default_factory=dict)
+    profiles: dict[str, Sink[MemberProfile | MemberErased]] = field(default_factory=dict)
 
 
 def member_sales_of(item: tuple[str, SiteBatch]) -> list[tuple[str, Sale]]:
@@ -111,7 +115,8 @@ def kafka_sources(settings: Settings) -> Sources:
     group = settings.kafka_group_id  # offsets committed for monitoring only
     probes = KafkaBatchSource(config, settings.topic_probes, idle_after_s=idle, group_id=group)
     transactions = KafkaBatchSource(config, settings.topic_transactions, idle_after_s=idle, group_id=group)
-    return Sources(probes=probes, transactions=transactions)
+    members = KafkaBatchSource(config, settings.topic_members, idle_after_s=idle, group_id=group)
+    return Sources(probes=probes, transactions=transactions, members=members)
 
 
 def default_sinks(settings: Settings, catalog: Callable[[], Catalog] | None = None) -> Sinks:
@@ -168,6 +173,7 @@ def build_flow(
     hold_ms, idle_s = limits.max_clock_skew_ms, settings.idle_partition_s
 
     flow = Dataflow("storepulse")
+    member_inputs: list[Stream[Any]] = []  # (member_id, Sale | MemberChange) streams
     probes = op.input("read_probes", flow, sources.probes)  # RawBatch
     ingested = ingest(
         "decode_probes", probes, ProbeDecoder(hasher, limits), catalog, hold_ms=hold_ms, idle_s=idle_s
@@ -180,8 +186,21 @@ def build_flow(
         )
         site_batches = op.merge("merge_site_batches", site_batches, sales.batches)
         dead = op.merge("merge_decode_deadletters", dead, sales.dead)
-        member_sales = op.flat_map("route_member_sales", sales.batches, member_sales_of)  # (member_id, Sale)
-        profiles = update_profiles("update_profiles", member_sales)  # MemberProfile
+        member_inputs.append(op.flat_map("route_member_sales", sales.batches, member_sales_of))  # (member_id, Sale)
+    if sources.members is not None:
+        raw_members = op.input("read_members", flow, sources.members)  # RawBatch
+        changes = ingest_members("decode_members", raw_members, MemberEventDecoder(hasher, limits))
+        member_inputs.append(changes.changes)  # (member_id, MemberChange)
+        dead = op.merge("merge_member_deadletters", dead, changes.dead)
+    if member_inputs:
+        member_items = member_inputs[0]
+        if len(member_inputs) > 1:
+            member_items = op.merge("merge_member_inputs", *member_inputs)
+        # An erased member's tombstone outlives the oldest event the decoders accept, so no
+        # record from before the erasure can rebuild the member after it is dropped.
+        tombstone_s = settings.max_event_age_s + 86_400
+        # MemberProfile | MemberErased
+        profiles = update_profiles("update_profiles", member_items, tombstone_s=tombstone_s)
         for name, profile_sink in sinks.profiles.items():
             op.output(f"write_{name}", profiles, profile_sink)
     # (site, SiteBatch)

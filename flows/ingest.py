@@ -37,7 +37,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from connectors.catalog import Catalog
-from connectors.records import RawBatch, Sale, Sighting, SiteBatch
+from connectors.records import MemberChange, RawBatch, Sale, Sighting, SiteBatch
 from connectors.schemas import DeadLetter
 from flows.clock import PartitionClock, clock_offsets
 from storepulse import metrics
@@ -180,3 +180,34 @@ def ingest(
     # (site, SiteBatch) | DeadLetter
     split = op.branch(f"split_{step_id}", routed, is_dead)
     return Ingested(batches=split.falses, dead=split.trues)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class MemberChanges:
+    """The member-event decode step's two streams."""
+
+    changes: Stream[tuple[str, MemberChange]]  # (member_id, MemberChange)
+    dead: Stream[DeadLetter]
+
+
+class MemberDecoder(Protocol):
+    def decode(self, batch: RawBatch) -> tuple[list[tuple[str, MemberChange]], list[DeadLetter]]: ...
+
+
+def ingest_members(step_id: str, raw: Stream[RawBatch], decoder: MemberDecoder) -> MemberChanges:
+    """Wire the ``members.events`` decode step: member-keyed changes and dead letters. No
+    event clock: member events feed profiles, which are kept as of their own newest event."""
+
+    def decode(batch: RawBatch) -> list[tuple[str, MemberChange] | DeadLetter]:
+        if batch.idle:
+            return []
+        good, bad = decoder.decode(batch)
+        metrics.INPUT_RECORDS.labels(batch.topic).inc(len(good) + len(bad))
+        metrics.INPUT_ACCEPTED.labels(batch.topic).inc(len(good))
+        for dead in bad:
+            metrics.INPUT_REJECTED.labels(batch.topic, dead.reason).inc()
+        return [*good, *bad]
+
+    decoded = op.flat_map(step_id, raw, decode)
+    split = op.branch(f"split_{step_id}", decoded, lambda item: isinstance(item, DeadLetter))
+    return MemberChanges(changes=split.falses, dead=split.trues)  # type: ignore[arg-type]

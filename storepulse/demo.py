@@ -115,6 +115,7 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, speedup: float | N
             sources=Sources(
                 probes=source("wifi.probes", PROBE_PARTITIONS),
                 transactions=source("pos.transactions", TXN_PARTITIONS),
+                members=source("members.events", 1),
             ),
             sinks=Sinks(
                 deadletter={"deadletter_jsonl": JsonlSink(out), "deadletter_tally": TallySink(tally)},

@@ -25,12 +25,13 @@ from typing import Any
 
 from bytewax.testing import TestingSink, run_main
 
-from connectors.schemas import Visit
+from connectors.schemas import MemberErased, Visit
 from flows.engine import Sinks, Sources, build_flow
 from storepulse.settings import Settings
 
 THRESHOLDS = {"visitors_mape_stable": 0.05, "visitors_mape_all": 0.10, "dwell_median_error_s": 60.0}
 HOUR_MS = 3_600_000
+EVAL_MAC_HASH_KEY = b"storepulse-eval"  # fixed: a scenario and seed give the same result, run after run
 
 
 def errors(engine: dict[Any, int], truth: dict[Any, int]) -> tuple[float, float]:
@@ -58,7 +59,7 @@ def run_scenario(scenario: str, seed: int) -> tuple[Any, list[Any], list[Any], d
     events = list(sim.events())
     generated = time.monotonic() - started
     # A fixed key: the same scenario and seed give exactly the same result, run after run.
-    settings = Settings(mac_hash_key=b"storepulse-eval", max_event_age_s=10 * 365 * 86400.0)
+    settings = Settings(mac_hash_key=EVAL_MAC_HASH_KEY, max_event_age_s=10 * 365 * 86400.0)
     out: list[Any] = []
     profiles: list[Any] = []
     dead: list[Any] = []
@@ -68,6 +69,9 @@ def run_scenario(scenario: str, seed: int) -> tuple[Any, list[Any], list[Any], d
             probes=SimulatorSource([e for e in events if e.topic == "wifi.probes"], partitions={"wifi.probes": 4}),
             transactions=SimulatorSource(
                 [e for e in events if e.topic == "pos.transactions"], partitions={"pos.transactions": 2}
+            ),
+            members=SimulatorSource(
+                [e for e in events if e.topic == "members.events"], partitions={"members.events": 1}
             ),
         ),
         sinks=Sinks(
@@ -133,14 +137,20 @@ def evaluate_profiles(scenario: str, seed: int, *, as_json: bool) -> int:
     """Each member's newest profile from the engine against the simulator's truth: a batch
     recomputation from the transactions the simulator sent (``simulators.profile_truth``,
     written from docs/member-profiles.md, not from the engine's code). Exit 1 on a mismatch."""
-    from simulators.profile_truth import member_profiles, sales_of
+    from connectors.privacy import DeviceHasher
+    from simulators.profile_truth import arrival_order, changes_of, member_profiles, sales_of
 
-    sim, _, profiles, facts = run_scenario(scenario, seed)
+    sim, _, outputs, facts = run_scenario(scenario, seed)
     engine: dict[str, Any] = {}
-    for p in profiles:  # the newest of each member (as_of_ts never goes back)
-        if p.member_id not in engine or p.as_of_ts >= engine[p.member_id].as_of_ts:
-            engine[p.member_id] = p
-    truth = member_profiles(sales_of(sim.truth.transactions))
+    for item in outputs:  # in output order: each member's last profile, or gone if erased last
+        if isinstance(item, MemberErased):
+            engine.pop(item.member_id, None)
+        else:
+            engine[item.member_id] = item
+    hasher = DeviceHasher(EVAL_MAC_HASH_KEY)
+    truth = member_profiles(
+        arrival_order(sales_of(sim.truth.transactions), changes_of(sim.truth.member_events, hasher))
+    )
     mismatched = sorted(m for m in truth.keys() | engine.keys() if truth.get(m) != engine.get(m))
     fields: Counter[str] = Counter()
     for m in mismatched:
@@ -153,6 +163,7 @@ def evaluate_profiles(scenario: str, seed: int, *, as_json: bool) -> int:
         "seed": seed,
         **facts,
         "members": len(truth),
+        "erasures": sim.truth.erasures,
         "profiles_engine": len(engine),
         "mismatches": len(mismatched),
         "mismatched_fields": dict(sorted(fields.items())),

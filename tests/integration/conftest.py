@@ -14,6 +14,7 @@ def engine_env(kafka_broker, kafka_topic_factory, redis_server, redis_client):
         topics = {
             "probes": kafka_topic_factory(probe_partitions),
             "transactions": kafka_topic_factory(2),
+            "members": kafka_topic_factory(1),
             "deadletter": kafka_topic_factory(1),
         }
         CatalogStore(redis_client).save(CATALOG)
@@ -22,6 +23,7 @@ def engine_env(kafka_broker, kafka_topic_factory, redis_server, redis_client):
             "STOREPULSE_KAFKA_CONFIG": "fetch.wait.max.ms=50",
             "STOREPULSE_TOPIC_PROBES": topics["probes"],
             "STOREPULSE_TOPIC_TRANSACTIONS": topics["transactions"],
+            "STOREPULSE_TOPIC_MEMBERS": topics["members"],
             "STOREPULSE_TOPIC_DEADLETTER": topics["deadletter"],
             "STOREPULSE_REDIS_URL": redis_server.url,
             "STOREPULSE_MAC_HASH_KEY": "integration-test-secret",

@@ -33,6 +33,7 @@ def test_a_running_engine_is_live_and_becomes_ready(kafka_broker, kafka_topic_fa
         "STOREPULSE_KAFKA_CONFIG": "fetch.wait.max.ms=50",
         "STOREPULSE_TOPIC_PROBES": kafka_topic_factory(2),
         "STOREPULSE_TOPIC_TRANSACTIONS": kafka_topic_factory(1),
+        "STOREPULSE_TOPIC_MEMBERS": kafka_topic_factory(1),
         "STOREPULSE_TOPIC_DEADLETTER": kafka_topic_factory(1),
         "STOREPULSE_REDIS_URL": redis_server.url,
         "STOREPULSE_MAC_HASH_KEY": "integration-test-secret",

@@ -1,14 +1,17 @@
 """Member profiles through `storepulse run` (real Kafka, real Redis): a simulated month of
 POS transactions with every messy case (refunds with and without their sale, partial and
-split refunds, zero-amount sales, repeats); every profile in Redis equals the simulator's
-truth, a batch recomputation from the transactions sent (``simulators.profile_truth``)."""
+split refunds, zero-amount sales, repeats) and member events (sign-ups, device bindings,
+consent, profile facts, erasures); every profile in Redis equals the simulator's truth, a
+batch recomputation from what was sent (``simulators.profile_truth``), and an erased
+member's data from before the erasure is nowhere in Redis."""
 
 from __future__ import annotations
 
 import pytest
 
+from connectors.privacy import DeviceHasher
 from simulators.mall import MallSimulator
-from simulators.profile_truth import member_profiles, sales_of
+from simulators.profile_truth import arrival_order, changes_of, member_profiles, sales_of
 from simulators.scenario import Scenario
 from state.catalog import CatalogStore
 from state.profiles import ProfileStore
@@ -22,9 +25,12 @@ def test_every_profile_in_redis_equals_the_truth(engine_env, kafka_broker, redis
     topics, env = engine_env(1, STOREPULSE_MAX_EVENT_AGE_S=str(10 * 365 * 86400))
     CatalogStore(redis_client).save(sim.catalog)
     sent = sim.truth.transactions
+    events = sim.truth.member_events
     kafka_broker.produce(topics["transactions"], [(None, v) for v in sent], flush_every=500)
-    truth = member_profiles(sales_of(sent))
-    assert len(truth) > 300 and sim.truth.pos_counts()  # a month of members, messy cases included
+    kafka_broker.produce(topics["members"], [(None, v) for v in events], flush_every=500)
+    hasher = DeviceHasher(env["STOREPULSE_MAC_HASH_KEY"].encode())
+    truth = member_profiles(arrival_order(sales_of(sent), changes_of(events, hasher)))
+    assert len(truth) > 300 and sim.truth.pos_counts() and sim.truth.erasures > 5  # the messy cases are in
 
     store = ProfileStore(redis_client)
     engine = EngineProcess(env, tmp_path / "engine.log").start()
@@ -32,6 +38,11 @@ def test_every_profile_in_redis_equals_the_truth(engine_env, kafka_broker, redis
         engine.wait_for(
             lambda: engine.metric("storepulse_input_records_total", topic=topics["transactions"]) == len(sent),
             f"the engine to read {len(sent)} transactions",
+            120,
+        )
+        engine.wait_for(
+            lambda: engine.metric("storepulse_input_records_total", topic=topics["members"]) == len(events),
+            f"the engine to read {len(events)} member events",
             120,
         )
         engine.wait_for(lambda: all(store.read(m) == p for m, p in truth.items()), "every profile in Redis", 60)

@@ -87,6 +87,7 @@ def setup(kafka_broker, kafka_topic_factory, redis_server, redis_client, tmp_pat
     topics = {
         "wifi.probes": kafka_topic_factory(3),
         "pos.transactions": kafka_topic_factory(2),
+        "members.events": kafka_topic_factory(1),
         "deadletter": kafka_topic_factory(1),
     }
     env = {
@@ -94,6 +95,7 @@ def setup(kafka_broker, kafka_topic_factory, redis_server, redis_client, tmp_pat
         "STOREPULSE_KAFKA_CONFIG": "fetch.wait.max.ms=50",  # Tansu answers a waiting fetch late
         "STOREPULSE_TOPIC_PROBES": topics["wifi.probes"],
         "STOREPULSE_TOPIC_TRANSACTIONS": topics["pos.transactions"],
+        "STOREPULSE_TOPIC_MEMBERS": topics["members.events"],
         "STOREPULSE_TOPIC_DEADLETTER": topics["deadletter"],
         "STOREPULSE_REDIS_URL": redis_server.url,
         "STOREPULSE_MAC_HASH_KEY": "integration-test-secret",
