@@ -209,6 +209,10 @@ class _RedisSink(DynamicSink[Any]):
         self.backoff = backoff or Backoff()
         self.readiness = readiness
         self.sleep = sleep
+        # Not ready until this sink is built too: another sink built first must not make the
+        # process look ready while this one has not connected yet.
+        self.built = f"{type(self).__name__} built"
+        readiness.declare(self.built)
 
     def _build(self, store_of: Callable[[Any], Any], name: str, **options: Any) -> _RedisPartition:
         from state.redis import connect
@@ -222,6 +226,7 @@ class _RedisSink(DynamicSink[Any]):
             **options,
         )
         health.dataflow_running(self.readiness)
+        self.readiness.up(self.built)
         return partition
 
 

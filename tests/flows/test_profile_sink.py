@@ -121,3 +121,17 @@ def test_a_real_redis_stopped_mid_run_holds_the_profiles_until_it_is_back(make_r
     assert readiness.report().ready
     assert ProfileStore(redis.Redis.from_url(server.url)).read(ALICE.member_id) == ALICE
     part.close()
+
+
+def test_the_process_is_not_ready_until_every_redis_sink_is_built(redis_server) -> None:
+    # Two sinks: building the profile sink first must not make the process look ready.
+    from flows.outputs import RedisFootfallSink, RedisProfileSink
+    from storepulse.health import Readiness
+
+    readiness = Readiness()
+    footfall = RedisFootfallSink(redis_server.url, readiness=readiness)
+    profiles = RedisProfileSink(redis_server.url, readiness=readiness)
+    profiles.build("write_profiles", 0, 1)
+    assert not readiness.report().ready
+    footfall.build("write_footfall", 0, 1)
+    assert readiness.report().ready
