@@ -22,15 +22,8 @@ from hypothesis import strategies as st
 
 from connectors.records import LineItem, MemberChange, Sale
 from connectors.schemas import MemberErased, MemberProfile
-from flows.profiles import (
-    Applied,
-    MemberLedger,
-    MemberSnapshot,
-    ProfileLogic,
-    build_profile_logic,
-    rfm_score,
-    update_profiles,
-)
+from flows.member_ledger import Applied, MemberLedger, rfm_score
+from flows.profiles import MemberSnapshot, ProfileLogic, build_profile_logic, update_profiles
 from simulators.profile_truth import arrival_order, decayed_quantities, erasures, member_profiles
 
 T0 = 1_763_870_400_000  # 2025-11-23 04:00:00 UTC
