@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import accumulate
+from typing import TypeVar
 
 import msgspec
 
@@ -45,6 +46,7 @@ from connectors.records import LineItem, RawBatch, Sale, Sighting
 from connectors.schemas import DeadLetter, Observation, ProbeReport, Transaction
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Reason(StrEnum):
@@ -111,6 +113,8 @@ class _Decoder:
         # Redact before cutting, so no MAC is cut in half and left readable; redaction only
         # lengthens text, so a partial MAC at the 2*cut edge lands beyond the final cut.
         clean = redact(data[: 2 * cut], self.hasher)[:cut]
+        # A parser's message may quote the value it refused, a MAC among them.
+        detail = redact(detail.encode("utf-8", "replace"), self.hasher).decode("utf-8", "replace")
         return DeadLetter(
             topic=batch.topic,
             partition=batch.partition,
@@ -132,6 +136,15 @@ class _Decoder:
         log.warning("%s/%d offset %d dead-lettered as %s: %s%s",
                     batch.topic, batch.partition, offset, reason.value, detail, where)
         return self.dead_letter(batch, offset, raw, reason, detail)
+
+    def _parse(self, value: bytes | None, decoder: msgspec.json.Decoder[T]) -> T:
+        """A message decoded to its schema type, or a Rejection (oversized, too deep, not
+        JSON, the wrong shape)."""
+        data = self._bounded(value)
+        try:
+            return decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise _schema_error(exc, data) from None
 
     def _bounded(self, value: bytes | None) -> bytes:
         """The message's bytes, or a Rejection if they are over the size or nesting limit.
@@ -336,11 +349,7 @@ class TransactionDecoder(_Decoder):
         now_ms = int(self.limits.clock() * 1000)
         for msg in batch.messages:
             try:
-                value = self._bounded(msg.value)
-                try:
-                    txn = self._json.decode(value)
-                except msgspec.DecodeError as exc:
-                    raise _schema_error(exc, value) from None
+                txn = self._parse(msg.value, self._json)
                 site = self._check(txn, catalog, now_ms)
                 good.append(
                     (

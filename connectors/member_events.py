@@ -22,8 +22,9 @@ the ``MemberEvent`` union (an unknown ``type`` is ``bad_schema``) and these chec
   (``bad_value`` otherwise).
 
 No MAC leaves this step: accepted records carry device ids, and a dead letter's ``raw``
-and ``detail`` are redacted (MAC addresses and mobile numbers replaced by keyed tokens),
-MACs written with JSON ``\\u`` escapes included.
+and ``detail`` are redacted by the shared ``_Decoder.dead_letter`` (MAC addresses and
+mobile numbers replaced by keyed tokens, MACs written with JSON ``\\u`` escapes
+included), as on every input topic.
 
 Delivery: whatever the source gives (at-least-once; replayed after a restart). A record
 carries its offset and ``ts``, so a consumer can drop the duplicates of a replay.
@@ -50,8 +51,8 @@ import re
 
 import msgspec
 
-from connectors.decode import Reason, Rejection, _Decoder, _schema_error
-from connectors.privacy import normalize_mac, redact
+from connectors.decode import Reason, Rejection, _Decoder
+from connectors.privacy import normalize_mac
 from connectors.records import MemberChange, RawBatch
 from connectors.schemas import (
     BindDevice,
@@ -69,23 +70,10 @@ __all__ = ["MAX_TAG_CHARS", "MAX_TAGS", "MemberEventDecoder"]
 MAX_TAGS = 20
 MAX_TAG_CHARS = 40
 _BIRTHDAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
-# A JSON escape of a character that may be part of a MAC (hex digit, ':' or '-'): none of
-# them is special in JSON, so writing it plainly keeps the value and lets redact() see it.
 # A MAC with separators inside free text (an id or a tag): personal data, never an id. A
 # bare 12-digit one is not refused, as a numeric member id may look the same.
 _MAC_IN_TEXT = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}(?![0-9A-Fa-f])")
 _MAC_CHAR_ESCAPE = re.compile(rb"\\u00(3[0-9a]|4[1-6]|6[1-6]|2d)", re.IGNORECASE)
-
-
-def _unescape_mac_chars(raw: bytes) -> bytes:
-    r"""``raw`` with JSON escapes of hex digits, ``:`` and ``-`` written plainly.
-
-    >>> _unescape_mac_chars(rb'{"mac": "\u0061\u00344:5e", "q": "\u0022"}')
-    b'{"mac": "a44:5e", "q": "\\u0022"}'
-    """
-    if b"\\u" not in raw:
-        return raw
-    return _MAC_CHAR_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
 
 
 class MemberEventDecoder(_Decoder):
@@ -99,24 +87,13 @@ class MemberEventDecoder(_Decoder):
         now_ms = int(self.limits.clock() * 1000)
         for msg in batch.messages:
             try:
-                value = self._bounded(msg.value)
-                try:
-                    event = self._json.decode(value)
-                except msgspec.DecodeError as exc:
-                    raise _schema_error(exc, value) from None
-                change = self._change(event, msg.offset, now_ms)
+                change = self._change(self._parse(msg.value, self._json), msg.offset, now_ms)
                 good.append((change.member_id, change))
             except Rejection as rej:
-                bad.append(self._dead(batch, msg.offset, msg.value, rej.reason, rej.detail))
+                bad.append(self.dead_letter(batch, msg.offset, msg.value, rej.reason, rej.detail))
             except Exception as exc:  # one message must never stop the engine
-                bad.append(self.unexpected(batch, msg.offset, _unescape_mac_chars(msg.value or b""), exc))
+                bad.append(self.unexpected(batch, msg.offset, msg.value, exc))
         return good, bad
-
-    def _dead(self, batch: RawBatch, offset: int, raw: bytes | None, reason: Reason, detail: str) -> DeadLetter:
-        """A dead letter with ``raw`` and ``detail`` both redacted (a parser's message may
-        quote a value, a MAC among them)."""
-        clean = redact(detail.encode("utf-8", "replace"), self.hasher).decode("utf-8", "replace")
-        return self.dead_letter(batch, offset, _unescape_mac_chars(raw or b""), reason, clean)
 
     def _change(self, event: MemberEvent, offset: int, now_ms: int) -> MemberChange:
         if not event.member_id:

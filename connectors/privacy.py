@@ -76,11 +76,28 @@ class DeviceHasher:
         return f"mac#{int.from_bytes(hmac.digest(self._key, norm.encode(), 'sha256')[:8], 'big'):016x}"
 
 
+# A JSON escape of a character that may be part of a MAC (hex digit, ':' or '-'): none of
+# them is special in JSON, so writing it plainly keeps the value and lets redaction see it.
+_MAC_CHAR_ESCAPE = re.compile(rb"\\u00(3[0-9a]|4[1-6]|6[1-6]|2d)", re.IGNORECASE)
+
+
+def unescape_mac_chars(raw: bytes) -> bytes:
+    r"""``raw`` with JSON escapes of hex digits, ``:`` and ``-`` written plainly.
+
+    >>> unescape_mac_chars(rb'{"mac": "\u0061\u00344:5e", "q": "\u0022"}')
+    b'{"mac": "a44:5e", "q": "\\u0022"}'
+    """
+    if b"\\u" not in raw:
+        return raw
+    return _MAC_CHAR_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
+
+
 def redact(raw: bytes, hasher: DeviceHasher) -> bytes:
-    """Replace every MAC address and mainland-China mobile number in ``raw``.
+    """Replace every MAC address and mainland-China mobile number in ``raw``, MACs written
+    with JSON ``\\u`` escapes included.
 
     Used on every raw value that leaves the first step (dead-letter records, logs).
     """
-    out = _MAC_IN_TEXT.sub(lambda m: hasher.token(m.group().decode()).encode(), raw)
+    out = _MAC_IN_TEXT.sub(lambda m: hasher.token(m.group().decode()).encode(), unescape_mac_chars(raw))
     out = _BARE_MAC_IN_TEXT.sub(lambda m: hasher.token(m.group().decode()).encode(), out)
     return _PHONE_IN_TEXT.sub(b"phone#redacted", out)

@@ -48,10 +48,9 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
-import redis
 
 from connectors.schemas import DWELL_BUCKET_LABELS, FootfallMinute, StoreHour
-from state.redis import Client
+from state.redis import Client, run_scripted
 
 MINUTES_WINDOW_MS = 48 * 3600 * 1000
 MINUTES_TTL_S = 48 * 3600
@@ -150,14 +149,7 @@ class FootfallStore:
         """Write a batch in one pipeline. Raises redis errors; safe to retry as a whole."""
         if not items:
             return
-        pipe = self._pipeline(items)
-        results = pipe.execute(raise_on_error=False)
-        if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
-            self.client.script_load(_MINUTES_LUA)  # server restarted or flushed
-            results = self._pipeline(items).execute(raise_on_error=False)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+        run_scripted(self.client, lambda: self._pipeline(items), _MINUTES_LUA)
 
     def _pipeline(self, items: Sequence[FootfallMinute | StoreHour]) -> Any:
         minutes: dict[tuple[str, str], list[FootfallMinute]] = {}

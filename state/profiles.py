@@ -62,11 +62,10 @@ from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, cast
 
 import msgspec
-import redis
 from msgspec import inspect
 
 from connectors.schemas import MemberErased, MemberProfile
-from state.redis import Client
+from state.redis import Client, run_scripted
 
 # KEYS[1] the profile hash, KEYS[2] the erasure tombstone (one member: one slot).
 # ARGV[1] "w" (write a profile) or "e" (erase), ARGV[2] the profile's as_of_ts or the
@@ -235,13 +234,7 @@ class ProfileStore:
         batch = [record for run in runs.values() for record in run]
         if not batch:
             return Applied(0, 0)
-        results = self._pipeline(batch).execute(raise_on_error=False)
-        if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
-            self.client.script_load(_WRITE_LUA)  # server restarted or flushed
-            results = self._pipeline(batch).execute(raise_on_error=False)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+        results = run_scripted(self.client, lambda: self._pipeline(batch), _WRITE_LUA)
         written = sum(int(r) for r, record in zip(results, batch, strict=True) if isinstance(record, MemberProfile))
         return Applied(written, sum(int(r) for r in results) - written)
 

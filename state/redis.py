@@ -41,6 +41,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -158,6 +159,21 @@ def connect(url: str, *, timeout_s: float = 5.0, retries: int = 3) -> Client:
             "on an embedded Redis."
         ) from None
     return client
+
+
+def run_scripted(client: Client, pipeline: Callable[[], Any], script: str) -> list[Any]:
+    """Execute a pipeline of ``EVALSHA`` calls of ``script`` (``pipeline()`` builds it) and
+    return its results. A server that lost the script (restarted, flushed) gets it loaded
+    and the pipeline is run once more; then the first error, if any, is raised. The
+    calls must be idempotent (they are run again whole)."""
+    results = pipeline().execute(raise_on_error=False)
+    if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+        client.script_load(script)
+        results = pipeline().execute(raise_on_error=False)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return list(results)
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -180,3 +180,14 @@ def test_one_mistyped_observation_does_not_take_the_good_ones_with_it() -> None:
     assert [s.rssi for _, s in good] == [-60, -61]
     assert [(d.offset, d.reason) for d in bad] == [(10, "bad_schema")]
     assert '"loud"' in bad[0].raw and "a4:5e:60:1b:22:9d" not in bad[0].raw
+
+
+def test_no_mac_in_a_dead_letter_whether_quoted_by_the_parser_or_json_escaped() -> None:
+    # A MAC sent as the payment method: msgspec's error quotes the refused value.
+    _, [dead] = decode_txns(txn(payment=MAC))
+    assert dead.reason == "bad_schema" and MAC not in dead.detail and "mac#" in dead.detail
+    # A MAC with its characters written as JSON escapes, on the probe topic.
+    escaped = "".join(f"\\u{ord(c):04x}" for c in MAC)
+    value = b'{"sensor_id": "AP-404", "ts": %d, "mac": "%s", "rssi": -60}' % (NOW_MS, escaped.encode())
+    _, [dead] = decode_probes(value)
+    assert dead.reason == "unknown_sensor" and escaped not in dead.raw and "mac#" in dead.raw
