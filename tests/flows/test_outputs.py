@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -154,6 +155,33 @@ def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = 30.
         time.sleep(0.02)
 
 
+def write_through_an_outage(part: Any, server: RedisServer, item: Any, readiness: Readiness, condition: str) -> None:
+    """Stop ``server``, write ``item`` through the sink partition ``part`` from a thread, see
+    the failed writes counted (more than the 5 after which the sink used to give up and stop
+    the dataflow), ``condition`` not ready and the writer still waiting; then start the
+    server again on its port (empty: no persistence in the fixture) and see the write end."""
+    server.stop()
+    failures = sample("storepulse_redis_write_failures_total")
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            part.write_batch([item])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    wait_until(lambda: sample("storepulse_redis_write_failures_total") - failures >= 8, "failed writes to be counted")
+    assert not readiness.report().ready and condition in readiness.report().failing()
+    assert sample("storepulse_redis_up") == 0
+    assert writer.is_alive()  # still waiting, not given up
+    server.start()
+    writer.join(30)
+    assert not writer.is_alive() and errors == []
+    assert readiness.report().ready and sample("storepulse_redis_up") == 1
+
+
 def test_a_real_redis_stopped_mid_run_holds_the_batch_until_it_is_back(make_redis_server):
     server: RedisServer = make_redis_server()
     readiness = Readiness()
@@ -161,29 +189,7 @@ def test_a_real_redis_stopped_mid_run_holds_the_batch_until_it_is_back(make_redi
     part = sink.build("write_footfall_redis", 0, 1)
     assert readiness.report().ready  # built: dataflow running, Redis answered PING
     part.write_batch([MINUTE])  # a first batch while Redis is up
-
-    server.stop()
-    failures = sample("storepulse_redis_write_failures_total")
-    errors: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            part.write_batch([ZONE])
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    # more failed attempts than the 5 after which the sink used to give up and stop the dataflow
-    wait_until(lambda: sample("storepulse_redis_write_failures_total") - failures >= 8, "failed writes to be counted")
-    assert not readiness.report().ready and "redis[0]" in readiness.report().failing()
-    assert sample("storepulse_redis_up") == 0
-    assert writer.is_alive()  # still waiting, not given up
-
-    server.start()  # the same port, empty (no persistence in the fixture)
-    writer.join(30)
-    assert not writer.is_alive() and errors == []
-    assert readiness.report().ready and sample("storepulse_redis_up") == 1
+    write_through_an_outage(part, server, ZONE, readiness, "redis[0]")
     reader = FootfallStore(redis.Redis.from_url(server.url))
     assert reader.live("zone", "S1-floor") == ZONE  # the held batch was written
     part.close()

@@ -5,12 +5,9 @@ test_outputs.py)."""
 
 from __future__ import annotations
 
-import threading
-
 import msgspec
 import pytest
 import redis
-from prometheus_client import REGISTRY
 
 from connectors.schemas import FootfallMinute, MemberErased
 from flows.outputs import RedisFootfallSink, RedisProfileSink
@@ -18,15 +15,11 @@ from state.profiles import ProfileStore, profile_key
 from state.redis import Backoff
 from storepulse.health import Readiness
 from tests.fixtures.redis import RedisServer
-from tests.flows.test_outputs import wait_until
+from tests.flows.test_outputs import sample, write_through_an_outage
 from tests.state.test_profiles import ALICE, BOB, DAY, later
 
 MINUTE = FootfallMinute(scope="store", scope_id="S1", mall_id="M1", minute_ts=0, devices=1,
                         devices_15m=1, devices_1h=1)
-
-
-def sample(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
 
 
 def test_profiles_are_written_and_counted_other_items_ignored(redis_server, redis_client):
@@ -99,26 +92,7 @@ def test_a_real_redis_stopped_mid_run_holds_the_profiles_until_it_is_back(make_r
         "write_profiles_redis", 0, 1
     )
     part.write_batch([BOB])
-    server.stop()
-    failures = sample("storepulse_redis_write_failures_total")
-    errors: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            part.write_batch([ALICE])
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    wait_until(lambda: sample("storepulse_redis_write_failures_total") - failures >= 3, "failed writes")
-    assert not readiness.report().ready and "redis-profiles[0]" in readiness.report().failing()
-    assert writer.is_alive()  # waiting, not given up
-
-    server.start()  # the same port, empty
-    writer.join(30)
-    assert not writer.is_alive() and errors == []
-    assert readiness.report().ready
+    write_through_an_outage(part, server, ALICE, readiness, "redis-profiles[0]")
     assert ProfileStore(redis.Redis.from_url(server.url)).read(ALICE.member_id) == ALICE
     part.close()
 
