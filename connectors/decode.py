@@ -42,7 +42,7 @@ import msgspec
 
 from connectors.catalog import Catalog
 from connectors.privacy import DAY_MS, DeviceHasher, normalize_mac, redact
-from connectors.records import LineItem, RawBatch, Sale, Sighting
+from connectors.records import RawBatch, Sale, Sighting
 from connectors.schemas import DeadLetter, Observation, ProbeReport, Transaction
 
 log = logging.getLogger(__name__)
@@ -365,7 +365,7 @@ class TransactionDecoder(_Decoder):
                             merchant_id=txn.merchant_id,
                             payment=txn.payment,
                             ref_txn_id=txn.ref_txn_id,
-                            items=[LineItem(i.sku, i.category, i.qty, i.unit_price) for i in txn.items],
+                            items=txn.items,
                         ),
                     )
                 )

@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import msgspec
 
+from connectors.schemas import Item
+
 
 class PartitionId(NamedTuple):
     """One input partition: the owner of the ``topic/partition`` text used as a key.
@@ -84,15 +86,6 @@ class Sighting(msgspec.Struct, array_like=True, gc=False):
     offset: int
 
 
-class LineItem(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """One line of a sale: ``qty`` of ``sku`` in ``category`` at ``unit_price`` (minor units)."""
-
-    sku: str
-    category: str
-    qty: int
-    unit_price: int
-
-
 class Sale(msgspec.Struct, array_like=True, gc=False):
     """A sale or refund after validation (de-duplication by txn_id happens per site for
     footfall, per member for profiles). ``amount`` is in minor units of the store's currency."""
@@ -107,7 +100,7 @@ class Sale(msgspec.Struct, array_like=True, gc=False):
     merchant_id: str = ""
     payment: str = ""
     ref_txn_id: str | None = None
-    items: list[LineItem] = []
+    items: list[Item] = []
 
 
 class SiteBatch(msgspec.Struct, kw_only=True):

@@ -2,10 +2,11 @@
 rules of docs/member-profiles.md (followed exactly) and gives the member's profile. Pure:
 no clock, no metrics, no I/O, so it is usable outside the dataflow:
 
->>> from connectors.records import LineItem, Sale
+>>> from connectors.records import Sale
+>>> from connectors.schemas import Item
 >>> ledger = MemberLedger()
 >>> ledger.apply(Sale(DAY_MS, "T1", "S1", 1200, False, "M1", 0, payment="wechat",
-...                   items=[LineItem("sku-1", "coffee", 2, 600)]))
+...                   items=[Item("sku-1", "coffee", 2, 600)]))
 <Applied.SALE: 'sale'>
 >>> ledger.apply(Sale(2 * DAY_MS, "R1", "S1", 500, True, "M1", 1, ref_txn_id="T1"))
 <Applied.REFUND_OF_SALE: 'refund_of_sale'>
@@ -60,8 +61,8 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from enum import StrEnum
 
-from connectors.records import LineItem, MemberChange, Sale
-from connectors.schemas import MemberProfile
+from connectors.records import MemberChange, Sale
+from connectors.schemas import Item, MemberProfile
 
 DAY_MS = 86_400_000
 MEMORY_MS = 400 * DAY_MS  # applied txn ids and refundable sales
@@ -98,7 +99,7 @@ class RememberedSale:
 
     ts: int
     left: int
-    items: tuple[LineItem, ...]
+    items: tuple[Item, ...]
 
 
 @dataclass(slots=True)

@@ -9,9 +9,10 @@ Written from the contract's text with plain loops over whole lists, not from
 before it, where the engine keeps bounded incremental state. Use it as the expected side
 of a test, for the member step alone or for the whole engine:
 
->>> from connectors.records import LineItem, Sale
+>>> from connectors.records import Sale
+>>> from connectors.schemas import Item
 >>> day = 86_400_000
->>> sales = [Sale(0, "T1", "S1", 900, False, "M1", 0, payment="cash", items=[LineItem("k", "tea", 3, 300)]),
+>>> sales = [Sale(0, "T1", "S1", 900, False, "M1", 0, payment="cash", items=[Item("k", "tea", 3, 300)]),
 ...          Sale(day, "R1", "S1", 2000, True, "M1", 1, ref_txn_id="T1"),
 ...          Sale(0, "T1", "S1", 900, False, "M1", 0)]
 >>> p = member_profiles(sales)["M1"]
@@ -51,8 +52,8 @@ from dataclasses import dataclass
 import msgspec
 
 from connectors.privacy import DeviceHasher
-from connectors.records import LineItem, MemberChange, Sale
-from connectors.schemas import MemberProfile
+from connectors.records import MemberChange, Sale
+from connectors.schemas import Item, MemberProfile
 
 DAY = 86_400_000
 
@@ -337,7 +338,7 @@ def sales_of(values: Iterable[bytes]) -> list[Sale]:
                 merchant_id=doc["merchant_id"],
                 payment=doc["payment"],
                 ref_txn_id=doc.get("ref_txn_id"),
-                items=[LineItem(i["sku"], i["category"], i["qty"], i["unit_price"]) for i in doc.get("items") or []],
+                items=[Item(i["sku"], i["category"], i["qty"], i["unit_price"]) for i in doc.get("items") or []],
             )
         )
     return out

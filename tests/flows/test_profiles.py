@@ -20,8 +20,8 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.records import LineItem, MemberChange, Sale
-from connectors.schemas import MemberErased, MemberProfile
+from connectors.records import MemberChange, Sale
+from connectors.schemas import Item, MemberErased, MemberProfile
 from flows.member_ledger import Applied, MemberLedger, rfm_score
 from flows.profiles import MemberSnapshot, ProfileLogic, build_profile_logic, update_profiles
 from simulators.profile_truth import arrival_order, decayed_quantities, erasures, member_profiles
@@ -34,7 +34,7 @@ def sale(
     ts: int,
     txn: str,
     amount: int,
-    *items: LineItem,
+    *items: Item,
     store: str = "S1",
     payment: str = "wechat",
     member: str = "M1",
@@ -46,8 +46,8 @@ def refund(ts: int, txn: str, amount: int, ref: str | None = None, *, member: st
     return Sale(ts, txn, "S1", amount, True, member, 0, merchant_id="X", payment="wechat", ref_txn_id=ref)
 
 
-def item(category: str, qty: int) -> LineItem:
-    return LineItem(f"sku-{category}", category, qty, 100)
+def item(category: str, qty: int) -> Item:
+    return Item(f"sku-{category}", category, qty, 100)
 
 
 def applied(*txns: Sale) -> tuple[MemberLedger, list[Applied]]:
