@@ -1,4 +1,4 @@
-"""The catalog: malls, stores, sensors and campaigns (configuration, not a stream of facts).
+"""The catalog: malls, stores, sensors, merchants (loyalty) and campaigns (configuration, not a stream of facts).
 
 Written as YAML by people, loaded into Redis by ``storepulse catalog load``, and read by
 every engine process, which re-checks Redis every few seconds. This module is the typed
@@ -84,6 +84,70 @@ class Sensor(msgspec.Struct, kw_only=True, frozen=True):
     visit_timeout_s: int = 600
 
 
+class Level(msgspec.Struct, kw_only=True, frozen=True):
+    """One loyalty level. A member reaches it when their qualifying spend is at least
+    ``upgrade_at`` and leaves it when it falls below ``downgrade_below`` (<= ``upgrade_at``:
+    the gap keeps a member near a threshold from flapping). ``multiplier_pct`` scales the
+    points a sale earns (100: the base rate)."""
+
+    name: str
+    upgrade_at: int
+    downgrade_below: int = 0
+    multiplier_pct: int = 100
+
+
+class Loyalty(msgspec.Struct, kw_only=True, frozen=True):
+    """A merchant's points programme (docs/member-profiles.md, "Loyalty").
+
+    A sale earns ``amount * points_per_unit * level pct * birthday pct // (unit_minor *
+    100 * 100)`` points: ``unit_minor`` minor units (100 fen: one yuan) earn
+    ``points_per_unit`` points at the base rate. ``birthday_multiplier_pct`` applies to
+    sales in the member's birthday month (100: no bonus). A member's positive balance
+    expires when ``expiry_days`` pass without a purchase at the merchant (0: never).
+    Levels are ranked by ``upgrade_at``, the first at 0; qualifying spend is the net spend
+    at the merchant over the last ``qualify_days`` (at most 400)."""
+
+    unit_minor: int = 100
+    points_per_unit: int = 1
+    birthday_multiplier_pct: int = 100
+    expiry_days: int = 365
+    qualify_days: int = 365
+    levels: list[Level] = msgspec.field(default_factory=lambda: [Level(name="member", upgrade_at=0)])
+
+    def problem(self) -> str | None:
+        """What is wrong with the programme, or None.
+
+        >>> Loyalty(levels=[Level(name="a", upgrade_at=0), Level(name="b", upgrade_at=10, downgrade_below=20)]).problem()
+        "level 'b': downgrade_below 20 is above upgrade_at 10"
+        """
+        if self.unit_minor <= 0 or self.points_per_unit < 0:
+            return "unit_minor must be > 0 and points_per_unit >= 0"
+        if self.birthday_multiplier_pct < 0 or any(level.multiplier_pct < 0 for level in self.levels):
+            return "multipliers must be >= 0"
+        if self.expiry_days < 0 or not 1 <= self.qualify_days <= 400:
+            return "expiry_days must be >= 0 and qualify_days 1..400"
+        if not self.levels or self.levels[0].upgrade_at != 0:
+            return "the first level must have upgrade_at 0"
+        for lower, level in zip(self.levels, self.levels[1:], strict=False):
+            if level.upgrade_at <= lower.upgrade_at:
+                return f"level {level.name!r}: upgrade_at must rise from level to level"
+        for level in self.levels:
+            if level.downgrade_below > level.upgrade_at:
+                return f"level {level.name!r}: downgrade_below {level.downgrade_below} is above upgrade_at {level.upgrade_at}"
+        if len({level.name for level in self.levels}) != len(self.levels):
+            return "level names must be unique"
+        return None
+
+
+class Merchant(msgspec.Struct, kw_only=True, frozen=True):
+    """A merchant (the platform's customer): its stores name it; ``loyalty`` is its points
+    programme, None for none (its sales then earn no points)."""
+
+    merchant_id: str
+    name: str = ""
+    loyalty: Loyalty | None = None
+
+
 class Campaign(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=False):
     campaign_id: str
     name: str
@@ -97,6 +161,7 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
     stores: list[Store] = []
     sensors: list[Sensor] = []
     campaigns: list[Campaign] = []
+    merchants: list[Merchant] = []
 
     @classmethod
     def from_yaml(cls, text: str) -> Catalog:
@@ -129,6 +194,7 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
             ("mall", [m.mall_id for m in self.malls]),
             ("store", [s.store_id for s in self.stores]),
             ("sensor", [s.sensor_id for s in self.sensors]),
+            ("merchant", [m.merchant_id for m in self.merchants]),
         ):
             if len(ids) != len(set(ids)):
                 dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -144,6 +210,10 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
             if not _CURRENCY.fullmatch(store.currency):
                 raise CatalogError(f"store {store.store_id}: currency {store.currency!r} is not a "
                                    "3-letter uppercase ISO 4217 code such as CNY")
+        for merchant in self.merchants:
+            problem = merchant.loyalty.problem() if merchant.loyalty is not None else None
+            if problem is not None:
+                raise CatalogError(f"merchant {merchant.merchant_id}: loyalty: {problem}")
         for sensor in self.sensors:
             if sensor.store_id is not None and sensor.store_id not in self._stores:
                 raise CatalogError(f"sensor {sensor.sensor_id}: unknown store {sensor.store_id!r}")
@@ -163,6 +233,14 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
     @cached_property
     def _sensors(self) -> dict[str, Sensor]:
         return {s.sensor_id: s for s in self.sensors}
+
+    @cached_property
+    def _loyalty(self) -> dict[str, Loyalty]:
+        return {m.merchant_id: m.loyalty for m in self.merchants if m.loyalty is not None}
+
+    def loyalty(self, merchant_id: str) -> Loyalty | None:
+        """The merchant's points programme, None if it has none (or is not listed)."""
+        return self._loyalty.get(merchant_id)
 
     def mall(self, mall_id: str) -> Mall | None:
         return self._malls.get(mall_id)

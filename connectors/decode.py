@@ -366,6 +366,8 @@ class TransactionDecoder(_Decoder):
                             payment=txn.payment,
                             ref_txn_id=txn.ref_txn_id,
                             items=txn.items,
+                            points_redeemed=txn.points_redeemed,
+                            produced_ms=msg.timestamp_ms,
                         ),
                     )
                 )
@@ -380,6 +382,8 @@ class TransactionDecoder(_Decoder):
             raise Rejection(Reason.BAD_VALUE, f"amount {txn.amount} is negative")
         if not txn.txn_id or not txn.store_id:
             raise Rejection(Reason.BAD_VALUE, "empty txn_id or store_id")
+        if txn.points_redeemed < 0 or (txn.points_redeemed and txn.type == "refund"):
+            raise Rejection(Reason.BAD_VALUE, f"points_redeemed {txn.points_redeemed}: a sale's is >= 0, a refund's 0")
         if any(item.qty <= 0 or item.unit_price < 0 for item in txn.items):
             raise Rejection(Reason.BAD_VALUE, "an item has a non-positive qty or negative price")
         ts_reason = self.limits.check_ts(txn.ts, now_ms)

@@ -49,9 +49,13 @@ class PartitionId(NamedTuple):
 
 
 class RawMessage(msgspec.Struct, array_like=True, gc=False):
+    """One message as read. ``timestamp_ms``: its Kafka timestamp (the producer's create
+    time), only from sources asked for it (``pos.transactions``: sale-to-profile latency)."""
+
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int | None = None
 
 
 class RawBatch(msgspec.Struct, kw_only=True):
@@ -101,6 +105,8 @@ class Sale(msgspec.Struct, array_like=True, gc=False):
     payment: str = ""
     ref_txn_id: str | None = None
     items: list[Item] = []
+    points_redeemed: int = 0
+    produced_ms: int | None = None  # the Kafka timestamp of its message, if the source gives it
 
 
 class SiteBatch(msgspec.Struct, kw_only=True):
@@ -127,3 +133,44 @@ class MemberChange(msgspec.Struct, array_like=True, gc=False):
     push: bool | None = None
     birthday: str | None = None
     tags: list[str] = []
+
+
+# ---- between the member steps (flows.profiles, flows.member_visits, flows.repurchase) ----
+
+
+class DeviceVisit(msgspec.Struct, array_like=True, gc=False):
+    """A completed store visit of one non-randomised device (footfall -> member visits):
+    the keyed device id, never a MAC. A randomised MAC is never bound to a member."""
+
+    device: int
+    store_id: str
+    start_ts: int
+    end_ts: int
+
+
+class DeviceBinding(msgspec.Struct, array_like=True, gc=False):
+    """A device's binding to a member changed (profiles -> member visits). ``bound`` False
+    with the member's erase ts when the member is erased: forget the member there too."""
+
+    device: int
+    member_id: str
+    ts: int
+    bound: bool
+    erased: bool = False
+
+
+class StorePurchase(msgspec.Struct, array_like=True, gc=False):
+    """A member's purchase (a sale of amount > 0 the member ledger applied) at a store
+    (profiles -> repurchase rate)."""
+
+    store_id: str
+    member_id: str
+    ts: int
+
+
+class StoreForget(msgspec.Struct, array_like=True, gc=False):
+    """The member was erased at ``ts``: the store forgets every purchase of theirs."""
+
+    store_id: str
+    member_id: str
+    ts: int

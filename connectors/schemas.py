@@ -46,6 +46,7 @@ class Transaction(msgspec.Struct, kw_only=True):
     coupon_code: str | None = None
     ref_txn_id: str | None = None
     items: list[Item] = []
+    points_redeemed: int = 0  # loyalty points the member paid with (sales only)
 
 
 class Observation(msgspec.Struct, kw_only=True):
@@ -207,6 +208,23 @@ def dwell_bucket(dwell_s: float) -> int:
     return len(DWELL_BUCKET_BOUNDS_S)
 
 
+class LoyaltyAccount(msgspec.Struct, kw_only=True, frozen=True):
+    """A member's points at one merchant (docs/member-profiles.md, "Loyalty"), as of the
+    profile's ``as_of_ts``: ``points`` = earned - redeemed - taken_back + returned - expired
+    (exact integers; the balance can be negative when refunds take back points already
+    spent). ``qualifying_spend`` is the net spend at the merchant over its ``qualify_days``."""
+
+    merchant_id: str
+    level: str
+    points: int
+    earned: int
+    redeemed: int
+    taken_back: int
+    returned: int
+    expired: int
+    qualifying_spend: int
+
+
 class MemberProfile(msgspec.Struct, kw_only=True, frozen=True):
     """One member's profile as of ``as_of_ts``, absolute values (a replay rewrites the same).
 
@@ -244,6 +262,9 @@ class MemberProfile(msgspec.Struct, kw_only=True, frozen=True):
     birthday: str | None = None
     tags: tuple[str, ...] = ()
     devices: int = 0
+    birthday_month: bool = False
+    loyalty: tuple[LoyaltyAccount, ...] = ()  # one per merchant with a programme, by merchant_id
+    segment: str | None = None  # the spending segment learned online (flows.segments)
 
 
 class MemberErased(msgspec.Struct, kw_only=True, frozen=True):

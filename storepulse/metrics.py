@@ -153,6 +153,33 @@ MEMBERS_ERASED = Counter(
     "Member erasures applied to Redis (profile deleted, tombstone left); a replayed or stale "
     "erasure is not counted again.",
 )
+POINTS_ISSUED = Counter(
+    "storepulse_points_issued",
+    "Loyalty points earned by members' sales, by merchant (counted when the sale is applied; "
+    "a replay after a restart counts again).",
+    ["merchant"],
+)
+POINTS_REDEEMED = Counter(
+    "storepulse_points_redeemed",
+    "Loyalty points members paid with, by merchant (counted when the sale is applied).",
+    ["merchant"],
+)
+SALE_TO_PROFILE = Histogram(
+    "storepulse_sale_to_profile_seconds",
+    "From a member's sale or refund entering Kafka (its message timestamp) to the member's "
+    "profile written to Redis.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+STORE_MEMBERS_ACTIVE = Gauge(
+    "storepulse_store_members_active",
+    "Members with a purchase at the store in the 30 days before its newest member purchase.",
+    ["store"],
+)
+STORE_REPURCHASE_RATE = Gauge(
+    "storepulse_store_repurchase_rate",
+    "Share of the store's active members (30 days) with two or more purchases in those 30 days.",
+    ["store"],
+)
 CATALOG_CHECK_FAILURES = Counter(
     "storepulse_catalog_check_failures",
     "Catalog version checks that failed, by reason (unreachable: Redis did not answer; "
