@@ -117,7 +117,8 @@ class Loyalty(msgspec.Struct, kw_only=True, frozen=True):
     def problem(self) -> str | None:
         """What is wrong with the programme, or None.
 
-        >>> Loyalty(levels=[Level(name="a", upgrade_at=0), Level(name="b", upgrade_at=10, downgrade_below=20)]).problem()
+        >>> levels = [Level(name="a", upgrade_at=0), Level(name="b", upgrade_at=10, downgrade_below=20)]
+        >>> Loyalty(levels=levels).problem()
         "level 'b': downgrade_below 20 is above upgrade_at 10"
         """
         if self.unit_minor <= 0 or self.points_per_unit < 0:
@@ -133,7 +134,8 @@ class Loyalty(msgspec.Struct, kw_only=True, frozen=True):
                 return f"level {level.name!r}: upgrade_at must rise from level to level"
         for level in self.levels:
             if level.downgrade_below > level.upgrade_at:
-                return f"level {level.name!r}: downgrade_below {level.downgrade_below} is above upgrade_at {level.upgrade_at}"
+                return (f"level {level.name!r}: downgrade_below {level.downgrade_below} "
+                        f"is above upgrade_at {level.upgrade_at}")
         if len({level.name for level in self.levels}) != len(self.levels):
             return "level names must be unique"
         return None

@@ -174,3 +174,12 @@ class StoreForget(msgspec.Struct, array_like=True, gc=False):
     store_id: str
     member_id: str
     ts: int
+
+
+class ProfileLatency(msgspec.Struct, array_like=True, gc=False):
+    """The Kafka timestamps (ms) of the member's sales and refunds that the profile just
+    before it includes: the Redis profile sink observes each one's sale-to-profile latency
+    once that profile is written."""
+
+    member_id: str
+    produced_ms: tuple[int, ...]

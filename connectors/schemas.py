@@ -272,3 +272,31 @@ class MemberErased(msgspec.Struct, kw_only=True, frozen=True):
 
     member_id: str
     ts: int
+
+
+class MemberVisits(msgspec.Struct, kw_only=True, frozen=True):
+    """A member's stores visited and last seen, as of ``as_of_ts`` (= ``last_seen_ts``, the
+    newest ``end_ts`` of their visits). Absolute: it replaces the one before."""
+
+    member_id: str
+    as_of_ts: int
+    stores_visited: tuple[str, ...]  # sorted
+    last_seen_ts: int
+    last_seen_store: str
+
+
+class VisitsErased(msgspec.Struct, kw_only=True, frozen=True):
+    """The member was erased at ``ts``: their visits go (the Redis copy included)."""
+
+    member_id: str
+    ts: int
+
+
+class StoreMembers(msgspec.Struct, frozen=True, kw_only=True):
+    """A store's members as of its newest member purchase (absolute values)."""
+
+    store_id: str
+    as_of_ts: int  # epoch ms: the newest purchase ts seen at the store
+    members_active: int  # members with a purchase in (as_of_ts - 30 days, as_of_ts]
+    members_repeat: int  # of those, members with two or more
+    repurchase_rate: float | None  # members_repeat / members_active; None if none is active

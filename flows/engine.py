@@ -7,7 +7,10 @@ pos.transactions -> read_transactions -> decode_transactions (keyed by partition
    -> count_footfall -> minutes, store-hours, visits -> Redis, metrics, [JSONL]
 decode_transactions -> route_member_sales (sales naming a member, keyed by member) ┐
 members.events -> read_members -> decode_members (keyed by member)                 ┤
-   -> update_profiles -> member profiles, erasures -> Redis                        ┘
+   -> update_profiles -> assign_segments -> profiles (loyalty from the catalog), erasures -> Redis ┘
+      update_profiles -> purchases, erasures (keyed by store) -> count_repurchase -> Redis, metrics
+      update_profiles -> device bindings (keyed by device) ┐
+count_footfall -> visits of stable MACs (keyed by device) ┴ resolve_devices -> track_member_visits -> Redis
 anything invalid or late -> deadletter
 ```
 
@@ -17,7 +20,8 @@ reads Kafka and Redis as the settings say. ``flows.engine:flow`` builds that def
 the environment for ``python -m bytewax.run flows.engine:flow``.
 
 Step ids are the recovery keys of their state: renaming a stateful step
-(``decode_probes``, ``decode_transactions``, ``count_footfall``, ``update_profiles``)
+(``decode_probes``, ``decode_transactions``, ``count_footfall``, ``update_profiles``,
+``assign_segments``, ``count_repurchase``, ``resolve_devices``, ``track_member_visits``)
 orphans its snapshots.
 """
 
@@ -36,12 +40,23 @@ from connectors.catalog import Catalog
 from connectors.decode import Limits, ProbeDecoder, TransactionDecoder
 from connectors.member_events import MemberEventDecoder
 from connectors.privacy import DeviceHasher
-from connectors.records import PartitionId, RawBatch, Sale, SiteBatch
-from connectors.schemas import DeadLetter, MemberErased, MemberProfile
+from connectors.records import DeviceBinding, PartitionId, ProfileLatency, RawBatch, Sale, SiteBatch
+from connectors.schemas import DeadLetter, MemberErased, MemberProfile, MemberVisits, StoreMembers, VisitsErased
 from flows.footfall import footfall_builder
 from flows.ingest import ingest, ingest_members
-from flows.outputs import EncodedSink, MetricsSink, RedisFootfallSink, RedisProfileSink, encode_deadletter
+from flows.member_visits import resolve_devices, split_device_visits, track_member_visits
+from flows.outputs import (
+    EncodedSink,
+    MetricsSink,
+    RedisFootfallSink,
+    RedisMemberVisitsSink,
+    RedisProfileSink,
+    RedisStoreMembersSink,
+    encode_deadletter,
+)
 from flows.profiles import update_profiles
+from flows.repurchase import keyed_by_store, store_repurchase
+from flows.segments import assign_segments
 from storepulse.errors import ConfigError
 from storepulse.settings import Settings
 
@@ -91,6 +106,23 @@ class Sinks:
     deadletter: dict[str, Sink[DeadLetter]] = field(default_factory=dict)
     footfall: dict[str, Sink[Any]] = field(default_factory=dict)
     profiles: dict[str, Sink[MemberProfile | MemberErased]] = field(default_factory=dict)
+    store_members: dict[str, Sink[StoreMembers]] = field(default_factory=dict)
+    member_visits: dict[str, Sink[MemberVisits | VisitsErased]] = field(default_factory=dict)
+
+
+def is_for_profile_sinks(item: object) -> bool:
+    """Profiles, erasures and the latency marks that follow profiles (the profile sinks')."""
+    return isinstance(item, MemberProfile | MemberErased | ProfileLatency)
+
+
+def binding_of(item: object) -> DeviceBinding | None:
+    """The member step's device bindings (for ``resolve_devices``)."""
+    return item if isinstance(item, DeviceBinding) else None
+
+
+def erasure_of(item: object) -> tuple[str, int] | None:
+    """``(member_id, E)`` of the member step's erasures (for ``track_member_visits``)."""
+    return (item.member_id, item.ts) if isinstance(item, MemberErased) else None
 
 
 def member_sales_of(item: tuple[str, SiteBatch]) -> list[tuple[str, Sale]]:
@@ -114,7 +146,9 @@ def kafka_sources(settings: Settings) -> Sources:
     idle = settings.idle_partition_s
     group = settings.kafka_group_id  # offsets committed for monitoring only
     probes = KafkaBatchSource(config, settings.topic_probes, idle_after_s=idle, group_id=group)
-    transactions = KafkaBatchSource(config, settings.topic_transactions, idle_after_s=idle, group_id=group)
+    transactions = KafkaBatchSource(
+        config, settings.topic_transactions, idle_after_s=idle, group_id=group, timestamps=True
+    )
     members = KafkaBatchSource(config, settings.topic_members, idle_after_s=idle, group_id=group)
     return Sources(probes=probes, transactions=transactions, members=members)
 
@@ -129,6 +163,8 @@ def default_sinks(settings: Settings, catalog: Callable[[], Catalog] | None = No
         deadletter={"deadletter_kafka": EncodedSink(kafka, encode_deadletter)},
         footfall={"footfall_redis": RedisFootfallSink(settings.redis_url), "footfall_metrics": MetricsSink(catalog)},
         profiles={"profiles_redis": RedisProfileSink(settings.redis_url)},
+        store_members={"store_members_redis": RedisStoreMembersSink(settings.redis_url)},
+        member_visits={"member_visits_redis": RedisMemberVisitsSink(settings.redis_url)},
     )
 
 
@@ -192,17 +228,6 @@ def build_flow(
         changes = ingest_members("decode_members", raw_members, MemberEventDecoder(hasher, limits))
         member_inputs.append(changes.changes)  # (member_id, MemberChange)
         dead = op.merge("merge_member_deadletters", dead, changes.dead)
-    if member_inputs:
-        member_items = member_inputs[0]
-        if len(member_inputs) > 1:
-            member_items = op.merge("merge_member_inputs", *member_inputs)
-        # An erased member's tombstone outlives the oldest event the decoders accept, so no
-        # record from before the erasure can rebuild the member after it is dropped.
-        tombstone_s = settings.max_event_age_s + 86_400
-        # MemberProfile | MemberErased
-        profiles = update_profiles("update_profiles", member_items, tombstone_s=tombstone_s)
-        for name, profile_sink in sinks.profiles.items():
-            op.output(f"write_{name}", profiles, profile_sink)
     # (site, SiteBatch)
     results = op.stateful_batch(
         "count_footfall",
@@ -213,8 +238,36 @@ def build_flow(
     # FootfallMinute | StoreHour | Visit | DeadLetter
     split = op.branch("split_late", results_flat, lambda r: isinstance(r, DeadLetter))
     dead = op.merge("merge_deadletters", dead, split.trues)
-    footfall = split.falses
+    # DeviceVisit (a device id: for member visits only) | FootfallMinute | StoreHour | Visit
+    footfall_split = split_device_visits("split_device_visits", split.falses)
+    footfall = footfall_split.footfall
 
+    if member_inputs:
+        member_items = member_inputs[0]
+        if len(member_inputs) > 1:
+            member_items = op.merge("merge_member_inputs", *member_inputs)
+        # An erased member's tombstone outlives the oldest event the decoders accept, so no
+        # record from before the erasure can rebuild the member after it is dropped.
+        tombstone_s = settings.max_event_age_s + 86_400
+        # MemberProfile | MemberErased | ProfileLatency | what the steps after it need (flows.profiles)
+        member_out = update_profiles(
+            "update_profiles", member_items, tombstone_s=tombstone_s, loyalty=lambda m: catalog().loyalty(m)
+        )
+        for_redis = op.filter("route_profiles", member_out, is_for_profile_sinks)
+        profiles = assign_segments("assign_segments", for_redis)  # every MemberProfile with its segment
+        for name, profile_sink in sinks.profiles.items():
+            op.output(f"write_{name}", profiles, profile_sink)
+        store_items = op.filter_map("route_store_purchases", member_out, keyed_by_store)
+        store_members = store_repurchase("count_repurchase", store_items)  # StoreMembers
+        for name, members_sink in sinks.store_members.items():
+            op.output(f"write_{name}", store_members, members_sink)
+        bindings = op.filter_map("route_device_bindings", member_out, binding_of)  # DeviceBinding
+        erasures = op.filter_map("route_visit_erasures", member_out, erasure_of)  # (member_id, E)
+        # (member_id, MemberVisit): visits of devices bound to a member
+        credited = resolve_devices("resolve_devices", bindings, footfall_split.device_visits, retain_s=tombstone_s)
+        visits = track_member_visits("track_member_visits", credited, erasures, tombstone_s=tombstone_s)
+        for name, visits_sink in sinks.member_visits.items():
+            op.output(f"write_{name}", visits, visits_sink)
     for name, dead_sink in sinks.deadletter.items():
         op.output(f"write_{name}", dead, dead_sink)
     for name, sink in sinks.footfall.items():

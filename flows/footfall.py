@@ -7,6 +7,10 @@ Writes, as event time passes each minute (watermark minus the allowed lateness):
   minute and in the 15 minutes and the hour ending with it, visitors inside, sales;
 - ``Visit`` for each completed store visit (``flows.visits`` defines one; each second a
   device counts as inside only the store whose sensor heard it loudest);
+- ``DeviceVisit`` next to the ``Visit`` of a non-randomised device (its keyed device id,
+  for ``flows.member_visits``; a randomised MAC is never bound to a member): one record
+  per closed visit, nothing per sighting. Not for the footfall sinks: the engine splits
+  them off (``flows.member_visits.split_device_visits``);
 - ``StoreHour`` running totals whenever an hour of a store changed: visitors (by the hour
   their visit started), passers-by, capture rate, conversion, dwell median and buckets,
   new vs returning, sales;
@@ -40,7 +44,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from connectors.catalog import Catalog
 from connectors.decode import Reason
-from connectors.records import Sale, Sighting, SiteBatch
+from connectors.records import DeviceVisit, Sale, Sighting, SiteBatch
 from connectors.schemas import DeadLetter, FootfallMinute, StoreHour, Visit, dwell_bucket
 from flows.clock import EventClock
 from flows.rolling import RollingDistinct
@@ -53,7 +57,7 @@ HOURS_KEPT_MS = 36 * HOUR_MS
 TXN_IDS_KEPT_MS = 24 * HOUR_MS
 RETURNING_DAYS = 30
 
-Output = FootfallMinute | StoreHour | Visit | DeadLetter
+Output = FootfallMinute | StoreHour | Visit | DeviceVisit | DeadLetter
 Scope = tuple[str, str]  # ("zone" | "store" | "mall", id)
 
 
@@ -195,6 +199,8 @@ class SiteFootfall:
             out.extend(self._close_minute(minute_ts, self.minutes.pop(minute_ts), catalog, dirty))
         for visit in self.visits.close(horizon):
             out.append(self._count_visit(visit, catalog, dirty))
+            if not visit.randomized:  # a randomised MAC's id changes daily: never bound
+                out.append(DeviceVisit(visit.device, visit.store_id, visit.start_ts, visit.end_ts))
         out.extend(self._store_hour(key) for key in sorted(dirty))
         if horizon is not None:
             out.extend(self._quiet_scopes(horizon - MINUTE_MS, out, catalog))

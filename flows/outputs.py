@@ -8,6 +8,7 @@ append-only: after a crash and restart they may repeat records (at-least-once).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,18 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.exceptions import RedisClusterException
 
 from connectors.catalog import Catalog
-from connectors.schemas import DeadLetter, FootfallMinute, MemberErased, MemberProfile, StoreHour, Visit
+from connectors.records import ProfileLatency
+from connectors.schemas import (
+    DeadLetter,
+    FootfallMinute,
+    MemberErased,
+    MemberProfile,
+    MemberVisits,
+    StoreHour,
+    StoreMembers,
+    Visit,
+    VisitsErased,
+)
 from state.redis import Backoff, is_retryable
 from storepulse import health, metrics
 
@@ -132,8 +144,10 @@ class _RedisPartition(StatelessSinkPartition[Any]):
         clock: Callable[[], float] = time.time,
         kinds: tuple[type, ...] = (FootfallMinute, StoreHour),
         on_written: Callable[[Any], None] | None = None,
+        after_batch: Callable[[list[Any], float], None] | None = None,
     ) -> None:
         self.store = store  # a FootfallStore, or anything with its write(records)
+        self.after_batch = after_batch  # called with the whole batch and clock() once it is written
         self.name = name  # the readiness condition, e.g. "redis[0]"
         self.kinds = kinds  # the records this store writes; others are not for it
         self.on_written = on_written  # called with what store.write returned, once per batch
@@ -147,6 +161,11 @@ class _RedisPartition(StatelessSinkPartition[Any]):
         metrics.REDIS_UP.set(1)
 
     def write_batch(self, items: list[Any]) -> None:
+        self._write(items)
+        if self.after_batch is not None:
+            self.after_batch(items, self.clock())
+
+    def _write(self, items: list[Any]) -> None:
         records = [i for i in items if isinstance(i, self.kinds)]
         if not records:
             return
@@ -271,6 +290,14 @@ def _count_profile_updates(applied: Applied) -> None:
     metrics.MEMBERS_ERASED.inc(applied.erased)
 
 
+def _observe_sale_to_profile(items: list[Any], now_s: float) -> None:
+    """Each sale's time from Kafka to its member's profile in Redis, written just now."""
+    for item in items:
+        if isinstance(item, ProfileLatency):
+            for produced_ms in item.produced_ms:
+                metrics.SALE_TO_PROFILE.observe(max(0.0, now_s - produced_ms / 1000))
+
+
 class RedisProfileSink(_RedisSink):
     """Writes member profiles to Redis and applies member erasures (``state.profiles``);
     one pipeline per batch, in item order per member, other items are ignored. Idempotent:
@@ -279,7 +306,9 @@ class RedisProfileSink(_RedisSink):
     an erased member back (until the 35-day tombstone expires). A ``MemberErased`` deletes
     the profile unless that is newer (the member came back since).
     ``storepulse_profile_updates_total`` counts the profiles written,
-    ``storepulse_members_erased_total`` the erasures applied (a replayed one is not counted).
+    ``storepulse_members_erased_total`` the erasures applied (a replayed one is not counted);
+    ``storepulse_sale_to_profile_seconds`` observes each sale of a ``ProfileLatency`` once
+    the batch holding it is written (a replay after a restart observes again).
 
     Outages and errors as ``RedisFootfallSink`` (the same retry loop), with its own
     readiness condition ``redis-profiles[<worker>]``; it shares ``storepulse_redis_up``
@@ -292,7 +321,67 @@ class RedisProfileSink(_RedisSink):
             f"redis-profiles[{worker_index}]",
             kinds=(MemberProfile, MemberErased),
             on_written=_count_profile_updates,
+            after_batch=_observe_sale_to_profile,
         )
+
+
+class _StoreMembersUpdates:
+    """``state.store_members.StoreMembersStore.write`` as the ``write`` that
+    ``_RedisPartition`` calls."""
+
+    def __init__(self, client: Any) -> None:
+        from state.store_members import StoreMembersStore
+
+        self.store = StoreMembersStore(client)
+
+    def write(self, records: list[StoreMembers]) -> list[StoreMembers]:
+        return self.store.write(records)
+
+
+def set_store_gauges(written: list[StoreMembers]) -> None:
+    """Sets the two store gauges from the records written."""
+    for record in written:
+        metrics.STORE_MEMBERS_ACTIVE.labels(record.store_id).set(record.members_active)
+        if record.repurchase_rate is not None:
+            metrics.STORE_REPURCHASE_RATE.labels(record.store_id).set(record.repurchase_rate)
+        else:
+            with contextlib.suppress(KeyError):  # never set: nothing to remove
+                metrics.STORE_REPURCHASE_RATE.remove(record.store_id)
+
+
+class RedisStoreMembersSink(_RedisSink):
+    """Writes store members (``state.store_members``) to Redis and sets the store gauges;
+    one pipeline per batch, other items are ignored. Idempotent: a record replaces the
+    stored one only if its ``as_of_ts`` is not older, so a replay never moves a store back.
+
+    Outages and errors as ``flows.outputs.RedisFootfallSink`` (the same retry loop: the
+    batch is retried whole with backoff for as long as Redis is unreachable, errors that
+    retrying cannot fix stop the dataflow), with its own readiness condition
+    ``redis-store-members[<worker>]``; it shares ``storepulse_redis_up`` and the write
+    failure and retry counters.
+    """
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        return self._build(
+            _StoreMembersUpdates,
+            f"redis-store-members[{worker_index}]",
+            kinds=(StoreMembers,),
+            on_written=set_store_gauges,
+        )
+
+
+class RedisMemberVisitsSink(_RedisSink):
+    """Writes ``MemberVisits`` and applies ``VisitsErased`` to Redis (``state.member_visits``),
+    one pipeline per batch, other items ignored. Idempotent: a record replaces the stored
+    one only if its ``as_of_ts`` is not older and it is newer than the member's erasure
+    tombstone (written by the profile sink), so a replay never moves it backwards nor
+    writes an erased member back. Outages and errors as ``flows.outputs.RedisProfileSink``
+    (the same retry loop), with its own readiness condition ``redis-visits[<worker>]``."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        from state.member_visits import MemberVisitsStore
+
+        return self._build(MemberVisitsStore, f"redis-visits[{worker_index}]", kinds=(MemberVisits, VisitsErased))
 
 
 class _EncodedPartition(StatelessSinkPartition[Any]):

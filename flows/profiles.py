@@ -29,9 +29,12 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
-from connectors.records import MemberChange, Sale
+from connectors.records import DeviceBinding, MemberChange, ProfileLatency, Sale, StoreForget, StorePurchase
 from connectors.schemas import MemberErased, MemberProfile
-from flows.member_ledger import TOMBSTONE, MemberLedger
+from flows.member_ledger import TOMBSTONE, Applied, LoyaltyOf, MemberLedger, no_loyalty
+from storepulse.metrics import POINTS_ISSUED, POINTS_REDEEMED
+
+ProfileOutput = MemberProfile | MemberErased | StorePurchase | StoreForget | DeviceBinding | ProfileLatency
 
 
 class MemberSnapshot(NamedTuple):
@@ -46,11 +49,20 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class ProfileLogic(StatefulBatchLogic[Sale | MemberChange, MemberProfile | MemberErased, bytes]):
+class ProfileLogic(StatefulBatchLogic[Sale | MemberChange, ProfileOutput, bytes]):
     """bytewax glue: one ``MemberLedger`` per member, snapshotted as a pickled
     ``MemberSnapshot``. An erase emits ``MemberErased`` and forgets what it names (``erase``);
     a member left with nothing but the erase ts (the tombstone) is discarded ``tombstone``
-    after its last erase, by ``notify_at``/``on_notify``. ``now`` is the wall clock."""
+    after its last erase, by ``notify_at``/``on_notify``. ``now`` is the wall clock;
+    ``loyalty`` the merchants' points programmes now.
+
+    Besides profiles and erasures it tells the steps downstream what they need, so no
+    other step keeps member state of its own: a ``StorePurchase`` per sale applied (the
+    repurchase rate), a ``DeviceBinding`` per binding event applied (the member's visits
+    from sightings); on an erase, a ``StoreForget`` per store and an ``erased``
+    ``DeviceBinding`` per device of the member, then the purchases and bindings the
+    rebuilt ledger keeps (records newer than the erase). Points earned and redeemed go to
+    the ``storepulse_points_*`` counters as each sale is applied."""
 
     def __init__(
         self,
@@ -59,32 +71,73 @@ class ProfileLogic(StatefulBatchLogic[Sale | MemberChange, MemberProfile | Membe
         *,
         tombstone: timedelta = TOMBSTONE,
         now: Callable[[], datetime] = _utc_now,
+        loyalty: LoyaltyOf = no_loyalty,
     ) -> None:
         self.ledger = ledger if ledger is not None else MemberLedger()
         self.tombstone_until = tombstone_until
         self.tombstone = tombstone
         self.now = now
+        self.loyalty = loyalty
 
-    def on_batch(self, values: list[Sale | MemberChange]) -> tuple[list[MemberProfile | MemberErased], bool]:
+    def on_batch(self, values: list[Sale | MemberChange]) -> tuple[list[ProfileOutput], bool]:
         member_id = values[0].member_id or ""  # the key: every record of the batch names it
-        out: list[MemberProfile | MemberErased] = []
+        out: list[ProfileOutput] = []
         ledger = self.ledger
+        produced: list[int] = []
         for value in values:
             if isinstance(value, Sale):
-                ledger.apply(value)
+                self._apply(member_id, value, out)
+                if value.produced_ms is not None:
+                    produced.append(value.produced_ms)
             elif value.kind == "erase":
-                out.append(MemberErased(member_id=member_id, ts=ledger.erase(value.ts)))
-                self.tombstone_until = self.now() + self.tombstone
+                self._erase(member_id, value.ts, out)
             else:
-                ledger.change(value)
+                devices = set(ledger.device_events)
+                if ledger.change(value) is Applied.MEMBER_EVENT and value.device is not None:
+                    bound = value.kind == "bind_device"
+                    out.append(DeviceBinding(value.device, member_id, value.ts, bound))
+                for dropped in devices - ledger.device_events.keys():  # beyond the 20 kept
+                    out.append(DeviceBinding(dropped, member_id, value.ts, False, erased=True))
         if ledger.as_of_ts is not None:  # else nothing but the tombstone is left: no profile
-            out.append(ledger.profile(member_id))
+            out.append(ledger.profile(member_id, self.loyalty))
+            if produced:
+                out.append(ProfileLatency(member_id, tuple(produced)))
         return out, StatefulBatchLogic.RETAIN
+
+    def _apply(self, member_id: str, sale: Sale, out: list[ProfileOutput]) -> None:
+        account = self.ledger.accounts.get(sale.merchant_id)
+        earned, redeemed = (account.earned, account.redeemed) if account is not None else (0, 0)
+        if self.ledger.apply(sale, self.loyalty) is Applied.SALE:
+            out.append(StorePurchase(sale.store_id, member_id, sale.ts))
+        account = self.ledger.accounts.get(sale.merchant_id)
+        if account is not None:
+            if account.earned > earned:
+                POINTS_ISSUED.labels(merchant=sale.merchant_id).inc(account.earned - earned)
+            if account.redeemed > redeemed:
+                POINTS_REDEEMED.labels(merchant=sale.merchant_id).inc(account.redeemed - redeemed)
+
+    def _erase(self, member_id: str, ts: int, out: list[ProfileOutput]) -> None:
+        ledger = self.ledger
+        stores, devices = set(ledger.store_last_ts), set(ledger.device_events)
+        erased = ledger.erase(ts, self.loyalty)
+        out.append(MemberErased(member_id=member_id, ts=erased))
+        self.tombstone_until = self.now() + self.tombstone
+        out.extend(StoreForget(store, member_id, erased) for store in sorted(stores))
+        out.extend(DeviceBinding(device, member_id, erased, False, erased=True) for device in sorted(devices))
+        # What the rebuilt ledger keeps (records newer than the erase), told again.
+        seen: set[str] = set()
+        for record in ledger.recent:
+            if isinstance(record, Sale) and record.txn_id not in seen:
+                seen.add(record.txn_id)  # the first arrival of a txn id is the one applied
+                if not record.refund and record.amount > 0:
+                    out.append(StorePurchase(record.store_id, member_id, record.ts))
+        for device, (event_ts, bound) in sorted(ledger.device_events.items()):
+            out.append(DeviceBinding(device, member_id, event_ts, bound))
 
     def notify_at(self) -> datetime | None:
         return self.tombstone_until if self.ledger.as_of_ts is None else None
 
-    def on_notify(self) -> tuple[list[MemberProfile | MemberErased], bool]:
+    def on_notify(self) -> tuple[list[ProfileOutput], bool]:
         """The tombstone's life is over: a member with nothing else is discarded (the next
         snapshot of its key is a deletion); one with records after the erase keeps its ts."""
         if self.ledger.as_of_ts is None:
@@ -96,16 +149,20 @@ class ProfileLogic(StatefulBatchLogic[Sale | MemberChange, MemberProfile | Membe
 
 
 def build_profile_logic(
-    resume: bytes | None, *, tombstone: timedelta = TOMBSTONE, now: Callable[[], datetime] = _utc_now
+    resume: bytes | None,
+    *,
+    tombstone: timedelta = TOMBSTONE,
+    now: Callable[[], datetime] = _utc_now,
+    loyalty: LoyaltyOf = no_loyalty,
 ) -> ProfileLogic:
     """The ``stateful_batch`` builder: a new member, or one resumed from its snapshot (a
     ``MemberSnapshot``, or a bare ``MemberLedger`` written before tombstones)."""
     if resume is None:
-        return ProfileLogic(None, tombstone=tombstone, now=now)
+        return ProfileLogic(None, tombstone=tombstone, now=now, loyalty=loyalty)
     state = pickle.loads(resume)
     if isinstance(state, MemberLedger):
-        return ProfileLogic(state, tombstone=tombstone, now=now)
-    return ProfileLogic(state.ledger, state.tombstone_until, tombstone=tombstone, now=now)
+        return ProfileLogic(state, tombstone=tombstone, now=now, loyalty=loyalty)
+    return ProfileLogic(state.ledger, state.tombstone_until, tombstone=tombstone, now=now, loyalty=loyalty)
 
 
 def update_profiles(
@@ -113,20 +170,22 @@ def update_profiles(
     items: Stream[tuple[str, Sale | MemberChange]],
     *,
     tombstone_s: float = TOMBSTONE.total_seconds(),
-) -> Stream[MemberProfile | MemberErased]:
+    loyalty: LoyaltyOf = no_loyalty,
+) -> Stream[ProfileOutput]:
     """Apply ``(member_id, Sale | MemberChange)`` to each member's ledger; one profile per
     member per batch (none while the member has nothing but a tombstone), one
-    ``MemberErased`` per erase.
+    ``MemberErased`` per erase, and what the steps downstream need (``ProfileLogic``).
 
     ``step_id`` names the stateful step: it is the recovery key of every member's ledger.
     ``tombstone_s``: wall-clock seconds a tombstone-only member is kept after its last
     erase, to drop late records older than the erase; keep it above the decoders' maximum
-    event age (7 days by default), so no such record can come after it.
+    event age (7 days by default), so no such record can come after it. ``loyalty``:
+    the merchants' points programmes now (``Catalog.loyalty`` of the current catalog).
     """
     tombstone = timedelta(seconds=tombstone_s)
 
     def build(resume: bytes | None) -> ProfileLogic:
-        return build_profile_logic(resume, tombstone=tombstone)
+        return build_profile_logic(resume, tombstone=tombstone, loyalty=loyalty)
 
     outputs = op.stateful_batch(step_id, items, build)  # (member_id, MemberProfile | MemberErased)
     return op.key_rm(f"unkey_{step_id}", outputs)

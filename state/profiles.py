@@ -17,7 +17,7 @@ Cluster hash tag, so every key of one member lives in one slot (one script touch
 
     - integers as decimal (``as_of_ts`` and ``member_since_ts`` are epoch milliseconds
       UTC, money is in minor units of the store's currency);
-    - booleans (``push_consent``) as ``"1"`` or ``"0"``, nothing else (Redis's own
+    - booleans (``push_consent``, ``birthday_month``) as ``"1"`` or ``"0"``, nothing else (Redis's own
       convention, as HSETNX and EXISTS answer; what Lua's ``tonumber`` and most clients
       read without a lookup table);
     - floats (none yet) with ``repr``, the shortest string that reads back the same;
@@ -25,6 +25,9 @@ Cluster hash tag, so every key of one member lives in one slot (one script touch
     - tuples (``stores``, ``favourite_categories``, ``tags``, ...) as a compact JSON array,
       e.g. ``["S1","S2"]`` and ``[]`` for none: unambiguous even if an id, a category name
       or a tag holds a comma;
+    - ``loyalty`` (a tuple of ``LoyaltyAccount``) as a compact JSON array of objects, one
+      per merchant, fields named as in the schema, e.g.
+      ``[{"merchant_id":"X","level":"gold","points":120,...}]``;
     - None (no sales yet: ``avg_ticket``, ``first_purchase_ts``, ``rfm``; no signup seen:
       ``member_since_ts``; no ``birthday``) as the empty string. So an optional text field
       cannot hold an empty string; none does.

@@ -187,13 +187,16 @@ def _save_catalog(settings: Settings, catalog: Catalog, command: str) -> str:
 
 def show_profile(settings: Settings, member_id: str, *, as_json: bool) -> int:
     """``storepulse profile show``: print a member's profile from Redis as aligned
-    "field value" lines, or with ``as_json`` one JSON object (fields in schema order).
-    A member without a profile prints why on standard error and returns 1.
+    "field value" lines, or with ``as_json`` one JSON object (fields in schema order),
+    followed by the member's visits (``sp:member:{id}:visits``; ``visits`` null in JSON
+    when no visit of a bound device was seen). A member without a profile prints why on
+    standard error and returns 1.
     """
     import msgspec
     import redis
     from redis.exceptions import RedisClusterException
 
+    from state.member_visits import MemberVisitsStore
     from state.profiles import ProfileStore, profile_key
     from state.redis import connect, mask_url
     from storepulse.errors import BackendUnavailable, StorepulseError
@@ -202,6 +205,7 @@ def show_profile(settings: Settings, member_id: str, *, as_json: bool) -> int:
     client = connect(url)
     try:
         profile = ProfileStore(client).read(member_id)
+        visits = MemberVisitsStore(client).read(member_id) if profile is not None else None
     except (redis.RedisError, RedisClusterException, OSError) as exc:
         raise BackendUnavailable(
             f"reading {profile_key(member_id)} from Redis at {mask_url(url)} failed ({type(exc).__name__}: {exc})"
@@ -221,10 +225,24 @@ def show_profile(settings: Settings, member_id: str, *, as_json: bool) -> int:
             file=sys.stderr,
         )
         return 1
+    fields = msgspec.structs.asdict(profile)
     if as_json:
-        print(msgspec.json.format(msgspec.json.encode(profile), indent=2).decode())
-    else:
-        print(format_profile(msgspec.structs.asdict(profile)))
+        fields["visits"] = visits
+        print(msgspec.json.format(msgspec.json.encode(fields), indent=2).decode())
+        return 0
+    fields["loyalty"] = tuple(
+        f"{a.merchant_id}: {a.level}, {a.points} points (earned {a.earned}, redeemed {a.redeemed}, "
+        f"taken back {a.taken_back}, returned {a.returned}, expired {a.expired}; "
+        f"qualifying spend {a.qualifying_spend})"
+        for a in profile.loyalty
+    )
+    if visits is not None:
+        fields |= {
+            "stores_visited": visits.stores_visited,
+            "last_seen_ts": visits.last_seen_ts,
+            "last_seen_store": visits.last_seen_store,
+        }
+    print(format_profile(fields))
     return 0
 
 

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 
+from connectors.schemas import MemberVisits
+from state.member_visits import MemberVisitsStore
 from state.profiles import ProfileStore
 from tests.fixtures.servers import free_port
 from tests.integration.test_cli import storepulse
 from tests.state.test_profiles import ALICE, BOB
 
+ALICE_VISITS = MemberVisits(
+    member_id="M-1001", as_of_ts=ALICE.as_of_ts - 1_000_000, stores_visited=("S1", "S3"),
+    last_seen_ts=ALICE.as_of_ts - 1_000_000, last_seen_store="S3",
+)  # fmt: skip
+
 
 def test_show_prints_aligned_field_value_lines(redis_server, redis_client):
     ProfileStore(redis_client).write([ALICE, BOB])
+    MemberVisitsStore(redis_client).write([ALICE_VISITS])
     env = {"STOREPULSE_REDIS_URL": redis_server.url}
     shown = storepulse("profile", "show", "M-1001", env=env)
     assert shown.returncode == 0, shown.stderr
@@ -44,15 +52,24 @@ def test_show_prints_aligned_field_value_lines(redis_server, redis_client):
         "birthday                      03-14\n"
         "tags                          vip, tea, green\n"
         "devices                       2\n"
+        "birthday_month                True\n"
+        "loyalty                       X1: gold, 120 points (earned 450, redeemed 300, taken back 50, "
+        "returned 20, expired 0; qualifying spend 40000)\n"
+        "segment                       regular\n"
+        "stores_visited                S1, S3\n"
+        "last_seen_ts                  1763869400000\n"
+        "last_seen_store               S3\n"
     )
     no_sales = storepulse("profile", "show", "M-2002", env=env)
     lines = dict(line.split(None, 1) for line in no_sales.stdout.splitlines())
     assert lines["avg_ticket"] == "-" and lines["rfm"] == "-" and lines["stores"] == "(none)"
     assert lines["birthday"] == "-" and lines["tags"] == "(none)" and lines["push_consent"] == "False"
+    assert lines["loyalty"] == "(none)" and "stores_visited" not in lines  # no visit seen
 
 
 def test_show_json_is_the_profile(redis_server, redis_client):
     ProfileStore(redis_client).write([ALICE, BOB])
+    MemberVisitsStore(redis_client).write([ALICE_VISITS])
     env = {"STOREPULSE_REDIS_URL": redis_server.url}
     alice = storepulse("profile", "show", "M-1001", "--json", env=env)
     assert alice.returncode == 0, alice.stderr
@@ -64,10 +81,16 @@ def test_show_json_is_the_profile(redis_server, redis_client):
         "rfm": "533", "favourite_categories": ["coffee", "books, rare", "茶"],
         "favourite_categories_decayed": ["coffee", "茶"], "preferred_payment": "wechat",
         "member_since_ts": 1729310400000, "push_consent": True, "birthday": "03-14",
-        "tags": ["vip", "tea, green"], "devices": 2,
+        "tags": ["vip", "tea, green"], "devices": 2, "birthday_month": True,
+        "loyalty": [{"merchant_id": "X1", "level": "gold", "points": 120, "earned": 450, "redeemed": 300,
+                     "taken_back": 50, "returned": 20, "expired": 0, "qualifying_spend": 40000}],
+        "segment": "regular",
+        "visits": {"member_id": "M-1001", "as_of_ts": 1763869400000, "stores_visited": ["S1", "S3"],
+                   "last_seen_ts": 1763869400000, "last_seen_store": "S3"},
     }  # fmt: skip
     bob = json.loads(storepulse("profile", "show", "M-2002", "--json", env=env).stdout)
     assert bob["avg_ticket"] is None and bob["rfm"] is None and bob["stores"] == []
+    assert bob["visits"] is None and bob["loyalty"] == []
 
 
 def test_a_member_without_a_profile_is_a_clear_message_and_exit_1(redis_server, redis_client):

@@ -11,7 +11,7 @@ import redis
 import redis.connection
 from redis.cluster import RedisCluster
 
-from connectors.schemas import MemberErased, MemberProfile
+from connectors.schemas import LoyaltyAccount, MemberErased, MemberProfile
 from state.profiles import Applied, ProfileStore, profile_key, tombstone_key
 from state.redis import connect
 
@@ -30,7 +30,9 @@ ALICE = MemberProfile(
     rfm="533", favourite_categories=("coffee", "books, rare", "茶"),
     favourite_categories_decayed=("coffee", "茶"), preferred_payment="wechat",
     member_since_ts=T - 400 * DAY, push_consent=True, birthday="03-14", tags=("vip", "tea, green"),
-    devices=2,
+    devices=2, birthday_month=True, segment="regular",
+    loyalty=(LoyaltyAccount(merchant_id="X1", level="gold", points=120, earned=450, redeemed=300,
+                            taken_back=50, returned=20, expired=0, qualifying_spend=40_000),),
 )  # fmt: skip
 # Only a zero-amount sale so far: every "None if no sales" field is None, no stores; no
 # signup, consent, birthday, tags or devices seen (the defaults).
@@ -74,13 +76,16 @@ def test_the_hash_is_the_documented_interface_and_reads_back_exactly(redis_clien
         b"rfm": b"533", b"favourite_categories": '["coffee","books, rare","茶"]'.encode(),
         b"favourite_categories_decayed": '["coffee","茶"]'.encode(), b"preferred_payment": b"wechat",
         b"member_since_ts": b"1729310400000", b"push_consent": b"1", b"birthday": b"03-14",
-        b"tags": b'["vip","tea, green"]', b"devices": b"2",
+        b"tags": b'["vip","tea, green"]', b"devices": b"2", b"birthday_month": b"1", b"segment": b"regular",
+        b"loyalty": b'[{"merchant_id":"X1","level":"gold","points":120,"earned":450,"redeemed":300,'
+                    b'"taken_back":50,"returned":20,"expired":0,"qualifying_spend":40000}]',
     }  # fmt: skip
     bob = redis_client.hgetall(profile_key("M-2002"))
     assert bob[b"avg_ticket"] == bob[b"rfm"] == bob[b"preferred_payment"] == b""
     assert bob[b"member_since_ts"] == bob[b"birthday"] == b""
     assert bob[b"stores"] == bob[b"favourite_categories"] == bob[b"tags"] == b"[]"
-    assert (bob[b"push_consent"], bob[b"devices"]) == (b"0", b"0")
+    assert (bob[b"push_consent"], bob[b"devices"], bob[b"birthday_month"]) == (b"0", b"0", b"0")
+    assert (bob[b"loyalty"], bob[b"segment"]) == (b"[]", b"")
     assert redis_client.ttl(profile_key("M-1001")) == -1  # no TTL: kept until erased
     assert store.read("M-1001") == ALICE
     assert store.read("M-2002") == BOB

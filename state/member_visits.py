@@ -1,0 +1,122 @@
+"""Member visits in Redis: the copy of each member's stores visited and last seen that other
+services read (``flows.member_visits.MemberVisits``; docs/member-profiles.md, "Visits").
+
+Every ``write`` is one non-transactional pipeline of one Lua call per record (one round
+trip to a single server, one per node on a Cluster). Idempotent and replay-safe as
+``state.profiles``: a record replaces the stored one only if its ``as_of_ts`` is not older
+and it is newer than the member's erasure tombstone.
+
+``sp:member:{<member_id>}:visits`` (hash, no TTL: kept until the member is erased)
+    Fields ``member_id``, ``as_of_ts``, ``stores_visited``, ``last_seen_ts``,
+    ``last_seen_store``, encoded as the profile's (``state.profiles.encode_value``):
+    integers as decimal epoch milliseconds UTC, ``stores_visited`` as a compact sorted JSON
+    array (``["S1","S2"]``). Replaced whole (DEL, then HSET, in a Lua script) when the
+    incoming ``as_of_ts`` is >= the stored one and > the ts in the member's erasure
+    tombstone ``sp:member:{<member_id>}:erased`` (``state.profiles.tombstone_key``, written
+    by the profile store, only read here); otherwise left untouched. A ``VisitsErased``
+    deletes the key (whatever it holds: the member step writes the visits left after the
+    erasure, if any, right after it).
+
+>>> visits_key("M-1001")
+'sp:member:{M-1001}:visits'
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, NamedTuple, cast
+
+import msgspec
+
+from connectors.schemas import MemberVisits, VisitsErased
+from state.profiles import encode_value, tombstone_key
+from state.redis import Client, run_scripted
+
+# KEYS[1] the visits hash, KEYS[2] the member's erasure tombstone (one member: one slot).
+# ARGV[1] "w" (write) or "e" (erase). "w": ARGV[2] as_of_ts, ARGV[3..] field, value pairs;
+# returns 1 if written, 0 if the stored record is newer or the tombstone not older.
+# "e": deletes the hash; returns 1 if there was one.
+_WRITE_LUA = """
+if ARGV[1] == 'e' then
+  return redis.call('DEL', KEYS[1])
+end
+local ts = tonumber(ARGV[2])
+local current = redis.call('HGET', KEYS[1], 'as_of_ts')
+if current and tonumber(current) > ts then
+  return 0
+end
+local erased = redis.call('GET', KEYS[2])
+if erased and tonumber(erased) >= ts then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 1
+"""
+
+_FIELDS = tuple(MemberVisits.__struct_fields__)
+
+
+def visits_key(member_id: str) -> str:
+    """The key of a member's visits hash (same hash tag as the profile and tombstone)."""
+    return f"sp:member:{{{member_id}}}:visits"
+
+
+class Written(NamedTuple):
+    """What one ``MemberVisitsStore.write`` did: records written, keys deleted by erasures."""
+
+    written: int
+    erased: int
+
+
+class MemberVisitsStore:
+    """Writes, reads and erases the visits keys of the module docstring."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._sha = hashlib.sha1(_WRITE_LUA.encode()).hexdigest()
+
+    def write(self, records: Sequence[MemberVisits | VisitsErased]) -> Written:
+        """Write a batch in one pipeline, in order. Raises redis errors; safe to retry whole."""
+        batch = list(records)
+        for record in batch:
+            if not isinstance(record, MemberVisits | VisitsErased):
+                raise TypeError(f"MemberVisitsStore.write: unexpected {type(record).__name__}")
+        if not batch:
+            return Written(0, 0)
+        results = run_scripted(self.client, lambda: self._pipeline(batch), _WRITE_LUA)
+        written = sum(int(r) for r, rec in zip(results, batch, strict=True) if isinstance(rec, MemberVisits))
+        return Written(written, sum(int(r) for r in results) - written)
+
+    def _pipeline(self, records: list[MemberVisits | VisitsErased]) -> Any:
+        pipe: Any = self.client.pipeline(transaction=False)
+        for record in records:
+            args: list[str]
+            if isinstance(record, MemberVisits):
+                args = ["w", encode_value(record.as_of_ts)]
+                for name in _FIELDS:
+                    args += (name, encode_value(getattr(record, name)))
+            else:
+                args = ["e"]
+            keys = (visits_key(record.member_id), tombstone_key(record.member_id))
+            pipe.execute_command("EVALSHA", self._sha, 2, *keys, *args)
+        return pipe
+
+    def read(self, member_id: str) -> MemberVisits | None:
+        """The member's visits, or None; ``msgspec.ValidationError`` if the hash is not one."""
+        raw = cast(dict[bytes, bytes], self.client.hgetall(visits_key(member_id)))
+        if not raw:
+            return None
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        missing = [name for name in _FIELDS if name not in fields]
+        if missing:
+            raise msgspec.ValidationError(f"{visits_key(member_id)} lacks {', '.join(missing)}")
+        values: dict[str, Any] = {
+            "member_id": fields["member_id"],
+            "as_of_ts": int(fields["as_of_ts"]),
+            "stores_visited": msgspec.json.decode(fields["stores_visited"]),
+            "last_seen_ts": int(fields["last_seen_ts"]),
+            "last_seen_store": fields["last_seen_store"],
+        }
+        return msgspec.convert(values, type=MemberVisits)

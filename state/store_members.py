@@ -1,0 +1,133 @@
+"""A store's members in Redis: the repurchase rate that dashboards and other services read.
+
+Writes ``flows.repurchase.StoreMembers`` records (the rule is in that module and in
+docs/member-profiles.md); every ``write`` is one non-transactional pipeline of one Lua call
+per store (one round trip to a single server, one per node on a Cluster). Idempotent and
+replay-safe: a record replaces the stored one only if its ``as_of_ts`` is not older, so the
+replay after a restart never moves a store backwards.
+
+Key layout (the cross-service interface). The store id is in literal braces, a Redis
+Cluster hash tag, as in ``state.footfall``.
+
+``sp:store:{<store_id>}:members`` (hash, no TTL: one per store, a small fixed set)
+    Fields ``store_id``, ``as_of_ts`` (epoch ms UTC, the newest member purchase seen at the
+    store), ``members_active``, ``members_repeat`` (decimal integers) and
+    ``repurchase_rate`` (a float 0-1 with ``repr``, the shortest string that reads back the
+    same; the empty string when no member is active), every field always present: the
+    encoding of ``state.profiles`` (``encode_value``). No member id is ever written.
+
+    Replaced whole (DEL, then HSET of every field, in a Lua script) when the incoming
+    ``as_of_ts`` is >= the stored one; otherwise left untouched. Equal ``as_of_ts`` is
+    rewritten (an erasure changes the counts, not ``as_of_ts``; a replay sends the same
+    records in the same order, so it ends where it was).
+
+>>> store_members_key("S1")
+'sp:store:{S1}:members'
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import cast
+
+import msgspec
+
+from connectors.schemas import StoreMembers
+from state.profiles import encode_value
+from state.redis import Client, run_scripted
+
+# KEYS[1] the store's hash; ARGV[1] the record's as_of_ts, ARGV[2..] field, value pairs
+# (every field). Returns 1 if written, 0 if the stored record is newer.
+_WRITE_LUA = """
+local current = redis.call('HGET', KEYS[1], 'as_of_ts')
+if current and tonumber(current) > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+_FIELDS = tuple(StoreMembers.__struct_fields__)
+
+
+def store_members_key(store_id: str) -> str:
+    """The key of a store's members hash."""
+    return f"sp:store:{{{store_id}}}:members"
+
+
+def store_members_fields(members: StoreMembers) -> dict[str, str]:
+    """The hash of a record: every field, encoded with ``state.profiles.encode_value``."""
+    return {name: encode_value(getattr(members, name)) for name in _FIELDS}
+
+
+def store_members_from_fields(fields: dict[str, str]) -> StoreMembers:
+    """The record a hash holds (unknown fields ignored); ``msgspec.ValidationError`` if it
+    is not one."""
+    values: dict[str, object] = {}
+    for name in _FIELDS:
+        if name not in fields:
+            continue  # msgspec.convert names the missing field
+        text = fields[name]
+        if name == "store_id":
+            values[name] = text
+        elif name == "repurchase_rate":
+            values[name] = None if text == "" else _number(text, float)
+        else:
+            values[name] = _number(text, int)
+    return msgspec.convert(values, type=StoreMembers)
+
+
+def _number(text: str, kind: type[int] | type[float]) -> object:
+    try:
+        return kind(text)
+    except ValueError:
+        return text  # left as text: msgspec.convert refuses it with the field's name
+
+
+class StoreMembersStore:
+    """Writes and reads the store keys of the module docstring."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._sha = hashlib.sha1(_WRITE_LUA.encode()).hexdigest()
+
+    def write(self, records: Sequence[StoreMembers]) -> list[StoreMembers]:
+        """Write a batch in one pipeline; of several records of one store only the newest
+        is sent (of equal ``as_of_ts``, the last). Returns the records written (not those
+        older than what Redis holds). Raises redis errors; safe to retry whole."""
+        newest: dict[str, StoreMembers] = {}
+        for record in records:
+            if not isinstance(record, StoreMembers):
+                raise TypeError(f"StoreMembersStore.write: unexpected {type(record).__name__}")
+            last = newest.get(record.store_id)
+            if last is None or record.as_of_ts >= last.as_of_ts:
+                newest[record.store_id] = record
+        batch = list(newest.values())
+        if not batch:
+            return []
+
+        def pipeline() -> object:
+            pipe = self.client.pipeline(transaction=False)
+            for record in batch:
+                args: list[str] = [encode_value(record.as_of_ts)]
+                for name, value in store_members_fields(record).items():
+                    args += (name, value)
+                # execute_command: redis-py blocks the evalsha method in cluster pipelines
+                pipe.execute_command("EVALSHA", self._sha, 1, store_members_key(record.store_id), *args)
+            return pipe
+
+        results = run_scripted(self.client, pipeline, _WRITE_LUA)
+        return [record for record, result in zip(batch, results, strict=True) if int(result)]
+
+    def read(self, store_id: str) -> StoreMembers | None:
+        """The store's record, or None if there is none."""
+        raw = cast(dict[bytes, bytes], self.client.hgetall(store_members_key(store_id)))
+        if not raw:
+            return None
+        return store_members_from_fields({_text(k): _text(v) for k, v in raw.items()})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
