@@ -57,14 +57,13 @@ forgets all the member's records).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from connectors.catalog import Loyalty
 from connectors.records import MemberChange, Sale
 from connectors.schemas import Item, LoyaltyAccount, MemberProfile
+from flows.loyalty import LoyaltyBook, LoyaltyOf, no_loyalty
 
 DAY_MS = 86_400_000
 MEMORY_MS = 400 * DAY_MS  # applied txn ids and refundable sales
@@ -95,82 +94,13 @@ class Applied(StrEnum):
     ERASED = "erased"
 
 
-LoyaltyOf = Callable[[str], Loyalty | None]
-"""A merchant's points programme now (``Catalog.loyalty``), None for none."""
-
-
-def no_loyalty(merchant_id: str) -> None:
-    """No merchant has a points programme."""
-    return None
-
-
 @dataclass(slots=True)
 class RememberedSale:
-    """A sale a refund can name: its ts, the amount not refunded yet, its items; its
-    amount and the points it earned and redeemed (loyalty rule 3)."""
+    """A sale a refund can name: its ts, the amount not refunded yet, its items."""
 
     ts: int
     left: int
     items: tuple[Item, ...]
-    amount: int = 0
-    earned: int = 0
-    redeemed: int = 0
-
-
-@dataclass(slots=True)
-class Account:
-    """A member's points at one merchant (the "Loyalty" rules): the stored level index,
-    the totals, the newest purchase ts and the spend entries (ts -> net) of 400 days."""
-
-    level: int = 0
-    points: int = 0
-    earned: int = 0
-    redeemed: int = 0
-    taken_back: int = 0
-    returned: int = 0
-    expired: int = 0
-    last_purchase_ts: int | None = None
-    spend: dict[int, int] = field(default_factory=dict)
-
-    def qualifying(self, program: Loyalty, t: int) -> int:
-        """``Q(t)``: net spend at the merchant with ``ts`` in the last ``qualify_days``."""
-        since = t - program.qualify_days * DAY_MS
-        return sum(net for ts, net in self.spend.items() if ts > since)
-
-    def level_at(self, program: Loyalty, t: int) -> int:
-        """``level(i, Q(t))`` from the stored index (clamped to the programme's levels)."""
-        levels, q = program.levels, self.qualifying(program, t)
-        i = min(self.level, len(levels) - 1)
-        while i + 1 < len(levels) and q >= levels[i + 1].upgrade_at:
-            i += 1
-        while i > 0 and q < levels[i].downgrade_below:
-            i -= 1
-        return i
-
-    def lapsed(self, program: Loyalty, t: int) -> bool:
-        last = self.last_purchase_ts
-        return program.expiry_days > 0 and last is not None and t - last > program.expiry_days * DAY_MS
-
-    def add_spend(self, ts: int, net: int, now: int) -> None:
-        if ts > now - MEMORY_MS:
-            self.spend[ts] = self.spend.get(ts, 0) + net
-
-    def view(self, merchant_id: str, program: Loyalty, as_of: int) -> LoyaltyAccount:
-        """The account as of ``as_of`` (the display-time level and lapse, not stored)."""
-        points, expired = self.points, self.expired
-        if points > 0 and self.lapsed(program, as_of):
-            points, expired = 0, expired + points
-        return LoyaltyAccount(
-            merchant_id=merchant_id,
-            level=program.levels[self.level_at(program, as_of)].name,
-            points=points,
-            earned=self.earned,
-            redeemed=self.redeemed,
-            taken_back=self.taken_back,
-            returned=self.returned,
-            expired=expired,
-            qualifying_spend=self.qualifying(program, as_of),
-        )
 
 
 @dataclass(slots=True)
@@ -211,9 +141,9 @@ class MemberLedger:
     device_events: dict[int, tuple[int, bool]] = field(default_factory=dict)  # device -> (ts, bound)
     erased_ts: int | None = None  # the newest erase: every record with ts <= it is dropped
     recent: tuple[Sale | MemberChange, ...] = ()  # applied records, ts > as_of_ts - REPLAY_MS
-    accounts: dict[str, Account] = field(default_factory=dict)  # merchant id -> points there
+    loyalty: LoyaltyBook = field(default_factory=LoyaltyBook)  # entries per merchant, birthdays
 
-    def erase(self, ts: int, loyalty: LoyaltyOf = no_loyalty) -> int:
+    def erase(self, ts: int) -> int:
         """Forget every record with ``ts`` <= the erase's (rule 5 of "Member events"), in
         any arrival order; returns the ts the member is now erased up to.
 
@@ -231,7 +161,7 @@ class MemberLedger:
         fresh = MemberLedger(erased_ts=ts)
         for record in kept:
             if isinstance(record, Sale):
-                fresh.apply(record, loyalty)
+                fresh.apply(record)
             else:
                 fresh.change(record)
         for f in fields(self):
@@ -264,6 +194,7 @@ class MemberLedger:
             if self.consent is None or ts >= self.consent[0]:  # equal ts: the later arrival
                 self.consent = (ts, bool(event.push))
         elif event.kind == "profile":
+            self.loyalty.profile_event(ts, event.birthday)
             if self.details is None or ts >= self.details[0]:
                 self.details = (ts, event.birthday, tuple(sorted(set(event.tags))))
         else:
@@ -286,10 +217,9 @@ class MemberLedger:
         if len(events) > MAX_DEVICES:
             del events[min(events, key=lambda d: (events[d][0], -d))]
 
-    def apply(self, sale: Sale, loyalty: LoyaltyOf = no_loyalty) -> Applied:
+    def apply(self, sale: Sale) -> Applied:
         """Apply one sale or refund of this member (the contract's rules, in order); one at
-        or before the member's erase is dropped (``Applied.ERASED``). ``loyalty`` gives the
-        programme of the sale's merchant, if any (the "Loyalty" rules)."""
+        or before the member's erase is dropped (``Applied.ERASED``)."""
         if self._erased(sale.ts):
             return Applied.ERASED
         if self._remembers(self.txn_ts.get(sale.txn_id)):
@@ -301,26 +231,15 @@ class MemberLedger:
         self._log(sale, now)
         if sale.ts > now - MEMORY_MS:  # an older one could never be looked up again
             self.txn_ts[sale.txn_id] = sale.ts
-        program = loyalty(sale.merchant_id)
-        account = None
-        if program is not None:
-            account = self.accounts.get(sale.merchant_id)
-            if account is None:
-                account = self.accounts[sale.merchant_id] = Account()
-            account.level = account.level_at(program, now)  # loyalty rule 1
         if sale.refund:
-            outcome = self._refund(sale, now, program, account)
+            outcome = self._refund(sale, now)
         elif sale.amount == 0:
             self.zero_sales += 1
-            if account is not None:  # a reward paid for wholly with points
-                account.redeemed += sale.points_redeemed
-                account.points -= sale.points_redeemed
+            self.loyalty.sale(sale.merchant_id, sale.ts, sale.txn_id, 0, sale.points_redeemed)
             outcome = Applied.ZERO_SALE
         else:
-            self._sale(sale, now, program, account)
+            self._sale(sale, now)
             outcome = Applied.SALE
-        if program is not None and account is not None:
-            account.level = account.level_at(program, now)  # loyalty rule 5
         self.as_of_ts = now
         if self.swept_at is None or now - self.swept_at >= DAY_MS:
             self._sweep(now)
@@ -328,7 +247,8 @@ class MemberLedger:
 
     def profile(self, member_id: str, loyalty: LoyaltyOf = no_loyalty) -> MemberProfile:
         """The member's profile as of the newest transaction or member event applied, its
-        points accounts as ``loyalty`` (the programmes now) shows them."""
+        points accounts replayed with ``loyalty`` (the programmes now). Folds the loyalty
+        entries that left the 400-day memory (``LoyaltyBook.fold``)."""
         as_of = self.as_of_ts
         if as_of is None:
             raise ValueError(f"nothing of member {member_id!r} applied yet: no profile to give")
@@ -373,12 +293,12 @@ class MemberLedger:
             tags=self.details[2] if self.details is not None else (),
             devices=sum(1 for _, bound in self.device_events.values() if bound),
             birthday_month=self._birthday_month(as_of),
-            loyalty=tuple(
-                account.view(merchant_id, program, as_of)
-                for merchant_id, account in sorted(self.accounts.items())
-                if (program := loyalty(merchant_id)) is not None
-            ),
+            loyalty=self._accounts(loyalty, as_of),
         )
+
+    def _accounts(self, loyalty: LoyaltyOf, as_of: int) -> tuple[LoyaltyAccount, ...]:
+        self.loyalty.fold(loyalty, as_of)
+        return self.loyalty.accounts(loyalty, as_of)
 
     def _birthday_month(self, ts: int) -> bool:
         """Whether the member's birthday in force has the month of ``ts`` (UTC)."""
@@ -408,21 +328,8 @@ class MemberLedger:
         before the transaction being applied moves ``as_of_ts``)."""
         return ts is not None and self.as_of_ts is not None and ts > self.as_of_ts - MEMORY_MS
 
-    def _sale(self, sale: Sale, now: int, program: Loyalty | None, account: Account | None) -> None:
-        earned = 0
-        if program is not None and account is not None:  # loyalty rule 2
-            if account.points > 0 and account.lapsed(program, sale.ts):
-                account.expired += account.points
-                account.points = 0
-            birthday = program.birthday_multiplier_pct if self._birthday_month(sale.ts) else 100
-            level = program.levels[account.level].multiplier_pct
-            earned = sale.amount * program.points_per_unit * level * birthday // (program.unit_minor * 100 * 100)
-            account.earned += earned
-            account.redeemed += sale.points_redeemed
-            account.points += earned - sale.points_redeemed
-            if account.last_purchase_ts is None or sale.ts > account.last_purchase_ts:
-                account.last_purchase_ts = sale.ts
-            account.add_spend(sale.ts, sale.amount, now)
+    def _sale(self, sale: Sale, now: int) -> None:
+        self.loyalty.sale(sale.merchant_id, sale.ts, sale.txn_id, sale.amount, sale.points_redeemed)
         self.sales += 1
         self.gross_spend += sale.amount
         if self.first_purchase_ts is None or sale.ts < self.first_purchase_ts:
@@ -435,35 +342,23 @@ class MemberLedger:
         if sale.payment:  # "" is a record from before payments were carried: unknown
             self.payment_uses[sale.payment] = self.payment_uses.get(sale.payment, 0) + 1
         if sale.ts > now - MEMORY_MS:
-            self.remembered[sale.txn_id] = RememberedSale(
-                sale.ts, sale.amount, tuple(sale.items), sale.amount, earned, sale.points_redeemed
-            )
+            self.remembered[sale.txn_id] = RememberedSale(sale.ts, sale.amount, tuple(sale.items))
         self._add_to_window(sale.ts, sale.amount, 1, now)
 
-    def _refund(self, refund: Sale, now: int, program: Loyalty | None, account: Account | None) -> Applied:
+    def _refund(self, refund: Sale, now: int) -> Applied:
         self.refunds += 1
         target = self.remembered.get(refund.ref_txn_id) if refund.ref_txn_id is not None else None
         if target is not None and self._remembers(target.ts):
-            left = target.left
-            taken = min(refund.amount, left)
+            taken = min(refund.amount, target.left)
             target.left -= taken
             self.refunded += taken
             self._add_to_window(target.ts, -taken, 0, now)  # the sale's spend shrinks
-            if program is not None and account is not None and target.amount > 0:  # loyalty rule 3
-                back = target.earned * left // target.amount - target.earned * target.left // target.amount
-                given = target.redeemed * left // target.amount - target.redeemed * target.left // target.amount
-                account.taken_back += back
-                account.returned += given
-                account.points += given - back
-                account.add_spend(target.ts, -taken, now)
+            named = (refund.ref_txn_id or "", target.ts, taken)
+            self.loyalty.refund(refund.merchant_id, refund.ts, refund.txn_id, named, refund.amount)
             return Applied.REFUND_OF_SALE
         self.refunded += refund.amount
         self._add_to_window(refund.ts, -refund.amount, 0, now)
-        if program is not None and account is not None:  # loyalty rule 4
-            back = refund.amount * program.points_per_unit // program.unit_minor
-            account.taken_back += back
-            account.points -= back
-            account.add_spend(refund.ts, -refund.amount, now)
+        self.loyalty.refund(refund.merchant_id, refund.ts, refund.txn_id, None, refund.amount)
         return Applied.REFUND_UNMATCHED
 
     def _bought_at(self, store_id: str, ts: int) -> None:
@@ -492,8 +387,6 @@ class MemberLedger:
         self.remembered = {t: s for t, s in self.remembered.items() if s.ts > memory}
         self.window = {ts: e for ts, e in self.window.items() if ts > window}
         self.recent = tuple(r for r in self.recent if r.ts > now - REPLAY_MS)
-        for account in self.accounts.values():
-            account.spend = {ts: net for ts, net in account.spend.items() if ts > memory}
         self.swept_at = now
 
 

@@ -31,18 +31,21 @@ from bytewax.operators import StatefulBatchLogic
 
 from connectors.records import DeviceBinding, MemberChange, ProfileLatency, Sale, StoreForget, StorePurchase
 from connectors.schemas import MemberErased, MemberProfile
-from flows.member_ledger import TOMBSTONE, Applied, LoyaltyOf, MemberLedger, no_loyalty
+from flows.loyalty import LoyaltyOf, no_loyalty
+from flows.member_ledger import TOMBSTONE, Applied, MemberLedger
 from storepulse.metrics import POINTS_ISSUED, POINTS_REDEEMED
 
 ProfileOutput = MemberProfile | MemberErased | StorePurchase | StoreForget | DeviceBinding | ProfileLatency
 
 
 class MemberSnapshot(NamedTuple):
-    """What a member's key holds in a snapshot: its ledger, and when a tombstone-only
-    ledger (nothing but the erase ts) is to be discarded (wall clock, UTC)."""
+    """What a member's key holds in a snapshot: its ledger, when a tombstone-only ledger
+    (nothing but the erase ts) is to be discarded (wall clock, UTC), and the points earned
+    and redeemed per merchant its last profile showed (for the points counters)."""
 
     ledger: MemberLedger
     tombstone_until: datetime | None
+    points_shown: dict[str, tuple[int, int]] | None = None
 
 
 def _utc_now() -> datetime:
@@ -61,13 +64,15 @@ class ProfileLogic(StatefulBatchLogic[Sale | MemberChange, ProfileOutput, bytes]
     repurchase rate), a ``DeviceBinding`` per binding event applied (the member's visits
     from sightings); on an erase, a ``StoreForget`` per store and an ``erased``
     ``DeviceBinding`` per device of the member, then the purchases and bindings the
-    rebuilt ledger keeps (records newer than the erase). Points earned and redeemed go to
-    the ``storepulse_points_*`` counters as each sale is applied."""
+    rebuilt ledger keeps (records newer than the erase). What each profile shows earned
+    and redeemed beyond the member's last profile goes to the ``storepulse_points_*``
+    counters."""
 
     def __init__(
         self,
         ledger: MemberLedger | None,
         tombstone_until: datetime | None = None,
+        points_shown: dict[str, tuple[int, int]] | None = None,
         *,
         tombstone: timedelta = TOMBSTONE,
         now: Callable[[], datetime] = _utc_now,
@@ -75,6 +80,7 @@ class ProfileLogic(StatefulBatchLogic[Sale | MemberChange, ProfileOutput, bytes]
     ) -> None:
         self.ledger = ledger if ledger is not None else MemberLedger()
         self.tombstone_until = tombstone_until
+        self.points_shown = points_shown or {}
         self.tombstone = tombstone
         self.now = now
         self.loyalty = loyalty
@@ -99,27 +105,34 @@ class ProfileLogic(StatefulBatchLogic[Sale | MemberChange, ProfileOutput, bytes]
                 for dropped in devices - ledger.device_events.keys():  # beyond the 20 kept
                     out.append(DeviceBinding(dropped, member_id, value.ts, False, erased=True))
         if ledger.as_of_ts is not None:  # else nothing but the tombstone is left: no profile
-            out.append(ledger.profile(member_id, self.loyalty))
+            profile = ledger.profile(member_id, self.loyalty)
+            self._count_points(profile)
+            out.append(profile)
             if produced:
                 out.append(ProfileLatency(member_id, tuple(produced)))
         return out, StatefulBatchLogic.RETAIN
 
     def _apply(self, member_id: str, sale: Sale, out: list[ProfileOutput]) -> None:
-        account = self.ledger.accounts.get(sale.merchant_id)
-        earned, redeemed = (account.earned, account.redeemed) if account is not None else (0, 0)
-        if self.ledger.apply(sale, self.loyalty) is Applied.SALE:
+        if self.ledger.apply(sale) is Applied.SALE:
             out.append(StorePurchase(sale.store_id, member_id, sale.ts))
-        account = self.ledger.accounts.get(sale.merchant_id)
-        if account is not None:
-            if account.earned > earned:
-                POINTS_ISSUED.labels(merchant=sale.merchant_id).inc(account.earned - earned)
-            if account.redeemed > redeemed:
-                POINTS_REDEEMED.labels(merchant=sale.merchant_id).inc(account.redeemed - redeemed)
+
+    def _count_points(self, profile: MemberProfile) -> None:
+        """What the profile shows earned and redeemed beyond the last profile, per merchant,
+        to the points counters (a replay re-rates: only increases count)."""
+        shown = {a.merchant_id: (a.earned, a.redeemed) for a in profile.loyalty}
+        for merchant, (earned, redeemed) in shown.items():
+            was_earned, was_redeemed = self.points_shown.get(merchant, (0, 0))
+            if earned > was_earned:
+                POINTS_ISSUED.labels(merchant=merchant).inc(earned - was_earned)
+            if redeemed > was_redeemed:
+                POINTS_REDEEMED.labels(merchant=merchant).inc(redeemed - was_redeemed)
+        self.points_shown = shown
 
     def _erase(self, member_id: str, ts: int, out: list[ProfileOutput]) -> None:
         ledger = self.ledger
         stores, devices = set(ledger.store_last_ts), set(ledger.device_events)
-        erased = ledger.erase(ts, self.loyalty)
+        erased = ledger.erase(ts)
+        self.points_shown = {}
         out.append(MemberErased(member_id=member_id, ts=erased))
         self.tombstone_until = self.now() + self.tombstone
         out.extend(StoreForget(store, member_id, erased) for store in sorted(stores))
@@ -145,7 +158,8 @@ class ProfileLogic(StatefulBatchLogic[Sale | MemberChange, ProfileOutput, bytes]
         return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(MemberSnapshot(self.ledger, self.tombstone_until), protocol=pickle.HIGHEST_PROTOCOL)
+        snapshot = MemberSnapshot(self.ledger, self.tombstone_until, self.points_shown)
+        return pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def build_profile_logic(
@@ -162,7 +176,9 @@ def build_profile_logic(
     state = pickle.loads(resume)
     if isinstance(state, MemberLedger):
         return ProfileLogic(state, tombstone=tombstone, now=now, loyalty=loyalty)
-    return ProfileLogic(state.ledger, state.tombstone_until, tombstone=tombstone, now=now, loyalty=loyalty)
+    return ProfileLogic(
+        state.ledger, state.tombstone_until, state.points_shown, tombstone=tombstone, now=now, loyalty=loyalty
+    )
 
 
 def update_profiles(

@@ -29,7 +29,7 @@ import numpy as np
 from connectors.catalog import Campaign, Catalog, Mall, Sensor, Store
 from simulators.pos import CURRENCY
 from simulators.scenario import Scenario, parse_hours
-from simulators.shops import CATEGORIES, MALL_CATEGORY_ORDER, STREET_CATEGORY_ORDER, merchant_of
+from simulators.shops import CATEGORIES, MALL_CATEGORY_ORDER, STREET_CATEGORY_ORDER, loyalty_merchants, merchant_of
 
 SHOP_WIDTH_M = 12.0
 SHOP_DEPTH_M = 15.0
@@ -194,7 +194,8 @@ def build_catalog(scenario: Scenario, sites: list[Site]) -> Catalog:
                 )
             )
         campaigns += _campaigns(site)
-    catalog = Catalog(malls=malls, stores=stores, sensors=sensors, campaigns=campaigns)
+    catalog = Catalog(malls=malls, stores=stores, sensors=sensors, campaigns=campaigns,
+                      merchants=loyalty_merchants(stores, scenario.loyalty))
     catalog.validate()
     return catalog
 

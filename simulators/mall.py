@@ -48,7 +48,7 @@ from simulators.people import (
     plan_trips,
 )
 from simulators.phones import MODELS, MacTable, probe_frames
-from simulators.pos import StoreInfo, TrueSale, Windows, encode_sale, make_sales
+from simulators.pos import StoreInfo, TrueSale, Windows, encode_sale, make_sales, redeem_points
 from simulators.radio import Messages, SensorSetup, hear, probe_messages
 from simulators.scenario import FlashCrowd, PaymentOutage, SalesDrop, Scenario, SensorDark
 from simulators.truth import TruePerson, TrueVisit, Truth
@@ -58,7 +58,8 @@ PROBES, SALES, MEMBERS = "wifi.probes", "pos.transactions", "members.events"
 TOPICS = (PROBES, SALES, MEMBERS)
 POOL_FACTOR = 2.5  # people per site per busiest day, so regulars come back on later days
 _STREAM = {"sensors": 1, "arrivals": 2, "people": 3, "paths": 4, "radio": 5, "pos": 6,
-           "members": 7, "bad": 8, "macs": 9, "messy": 10, "erase": 11}
+           "members": 7, "bad": 8, "macs": 9, "messy": 10, "erase": 11,
+           "loyalty": 12}
 
 
 class SimEvent(NamedTuple):
@@ -206,6 +207,10 @@ class MallSimulator:
                                hours=[(a, z - 120_000) for a, z in hours])
                 repeat_at += [(len(sales) + i, w)
                               for i, w in repeats(mrng, [s.ts for s, _ in made], mess=mess)]
+            if sc.loyalty:
+                made = redeem_points(self._rng("loyalty", si), made, programmes=sc.loyalty,
+                                     merchant_of={s.store_id: s.merchant_id for s in stores},
+                                     share=sc.redeem_share)
             if sc.erase_share:
                 member_events += plan_erasures(
                     self._rng("erase", si), member_ids=plan.member_id, sales=[s for s, _ in made],

@@ -8,7 +8,9 @@ amounts are positive integers in fen (CNY) equal to the sum of ``qty * unit_pric
 member's ``member_id`` is on sales made after they signed up; a refund refers to an
 earlier sale of the same store and day, for the same amount and payment, inside opening
 hours; a payment method in an outage is never used in its window (shoppers pay another
-way, or leave without buying).
+way, or leave without buying). Opt-in (the scenario's ``loyalty``): ``redeem_points`` has
+some member sales pay with points (``points_redeemed``); a refund never carries any, and
+a value with none leaves the field out, so scenarios without loyalty keep their bytes.
 
 >>> pick_payment(0.0), pick_payment(0.999999)
 ('wechat', 'andpay')
@@ -16,11 +18,12 @@ way, or leave without buying).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgspec
 import numpy as np
 
+from connectors.catalog import Loyalty
 from connectors.schemas import Item, Transaction
 from simulators.shops import CATEGORIES, PAYMENT_MIX
 
@@ -65,6 +68,7 @@ class TrueSale:
     refund_of: str | None = None
     partial: bool = False
     split: bool = False
+    points_redeemed: int = 0  # loyalty points paid with (sales only; ``redeem_points``)
 
 
 @dataclass(frozen=True)
@@ -161,13 +165,87 @@ def make_sales(
     return out
 
 
+DAY_MS = 86_400_000
+ZERO_REDEEM_FACTOR = 4.0  # zero-amount sales are rewards: paid with points this much more often
+
+
+def redeem_points(
+    rng: np.random.Generator,
+    made: list[tuple[TrueSale, list[Item]]],
+    *,
+    merchant_of: dict[str, str],
+    programmes: dict[str, Loyalty],
+    share: float,
+) -> list[tuple[TrueSale, list[Item]]]:
+    """``made`` (one site's transactions, in any order) with some member sales paying
+    with loyalty points (opt-in: the scenario's ``loyalty`` and ``redeem_share``).
+
+    ``share`` of the member sales (amount > 0) at a store whose merchant (``merchant_of``)
+    has a programme redeem 20-100% of a rough running balance the simulator keeps per
+    member and merchant, in ``ts`` order: the base rate of each sale, less what was
+    redeemed, refunded (at the base rate) or left to expire. A zero-amount sale (a reward)
+    redeems with ``ZERO_REDEEM_FACTOR`` times that chance. Only when the estimate is
+    positive; the estimate ignores level and birthday multipliers (so it is at most the
+    balance unless refunds intervene) and the engine and the truth recompute exactly.
+    Draws a fixed block (two uniforms) per transaction; refunds keep 0 points; the order
+    and every other field of ``made`` are unchanged.
+
+    >>> p = {"M1": Loyalty(unit_minor=100, points_per_unit=2)}
+    >>> made = [(TrueSale("T1", "S1", 10, 5000, "cash", "U1"), []), (TrueSale("T2", "S1", 20, 900, "cash", "U1"), [])]
+    >>> out = redeem_points(np.random.default_rng(1), made, merchant_of={"S1": "M1"}, programmes=p, share=1.0)
+    >>> [t.points_redeemed for t, _ in out]  # T1 earns 5000 * 2 // 100 = 100; T2 pays with 95 of them
+    [0, 95]
+    """
+    u = rng.random((len(made), 2)).tolist()
+    balance: dict[tuple[str, str], int] = {}
+    last_buy: dict[tuple[str, str], int] = {}
+    out = list(made)
+    for k in sorted(range(len(made)), key=lambda k: made[k][0].ts):
+        t, items = made[k]
+        merchant = merchant_of.get(t.store_id)
+        programme = programmes.get(merchant) if merchant is not None else None
+        if t.member_id is None or programme is None or merchant is None:
+            continue
+        key = (t.member_id, merchant)
+        base = t.amount * programme.points_per_unit // programme.unit_minor
+        have = balance.get(key, 0)
+        if t.refund:
+            balance[key] = have - base
+            continue
+        last = last_buy.get(key)
+        if t.amount > 0 and programme.expiry_days and last is not None \
+                and t.ts - last > programme.expiry_days * DAY_MS:
+            have = 0
+        chance = share * (ZERO_REDEEM_FACTOR if t.amount == 0 else 1.0)
+        points = 0
+        if have > 0 and u[k][0] < chance:
+            points = max(1, int(have * (0.2 + 0.8 * u[k][1])))
+            out[k] = (replace(t, points_redeemed=points), items)
+        balance[key] = have + base - points
+        if t.amount > 0:
+            last_buy[key] = max(last, t.ts) if last is not None else t.ts
+    return out
+
+
+_NO_POINTS = b',"points_redeemed":0}'
+
+
 def encode_sale(sale: TrueSale, merchant_id: str, items: list[Item]) -> bytes:
-    """The ``pos.transactions`` value of a sale or refund."""
-    return msgspec.json.encode(
+    """The ``pos.transactions`` value of a sale or refund; ``points_redeemed`` only when
+    points paid (its default 0 is left out, so scenarios without loyalty keep their bytes).
+
+    >>> t = TrueSale("T1", "S1", 5, 900, "cash", "U1")
+    >>> encode_sale(t, "M1", []).endswith(b'"items":[]}'), encode_sale(replace(t, points_redeemed=7), "M1", [])[-20:]
+    (True, b'"points_redeemed":7}')
+    """
+    value = msgspec.json.encode(
         Transaction(
             type="refund" if sale.refund else "sale", txn_id=sale.txn_id, ts=sale.ts,
             merchant_id=merchant_id, store_id=sale.store_id, amount=sale.amount,
             currency=CURRENCY, payment=sale.payment, member_id=sale.member_id,  # type: ignore[arg-type]
-            ref_txn_id=sale.ref_txn_id, items=items,
+            ref_txn_id=sale.ref_txn_id, items=items, points_redeemed=sale.points_redeemed,
         )
     )
+    if value.endswith(_NO_POINTS):  # the last field: cut it, keep the closing brace
+        value = value[: -len(_NO_POINTS)] + b"}"
+    return value

@@ -40,20 +40,38 @@ erase older than 8 days before what was kept forgets all of it: ``_kept``).
 >>> p = member_profiles(records)["M1"]  # all but the sign-up are at or before the erase
 >>> p.sales, p.refunds, p.duplicates, p.push_consent, p.member_since_ts == day + 5, erasures(records)
 (0, 0, 0, False, True, 1)
+
+Loyalty (the contract's "Loyalty"): ``member_profiles(records, programmes)`` with each
+merchant's programme (``programmes_of(catalog)``) adds ``loyalty``, one account per
+merchant with a programme and an entry, computed by ``loyalty_accounts``. It is an
+event-time replay: of the arrival-order pass it takes only what the contract decides at
+arrival (which transactions are applied; for a refund, whether it names a remembered sale,
+and ``r``); then each account's entries are sorted by (t, kind, txn_id), a refund of a
+named sale at ``max(its ts, the sale's ts)`` and in the account of the *sale's* merchant,
+and replayed, the birthday of each sale being that of the newest profile event with ``ts``
+<= its ``t``. ``birthday_month`` is set with or without programmes.
+
+Not modelled: the contract's 400-day memory of entries (folding into a settled state). The
+scenarios this truth is used on (members-month: 30 days) span less than 400 days, where
+no entry can leave the memory, so the replay of every kept entry is exact; with
+programmes, ``member_profiles`` and ``loyalty_steps`` raise ValueError on records that
+span 400 days or more.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from connectors.catalog import Catalog, Level, Loyalty
 from connectors.privacy import DeviceHasher
 from connectors.records import MemberChange, Sale
-from connectors.schemas import Item, MemberProfile
+from connectors.schemas import Item, LoyaltyAccount, MemberProfile
 
 DAY = 86_400_000
 
@@ -106,13 +124,32 @@ def _with_events(p: MemberProfile, events: list[MemberChange]) -> MemberProfile:
     )
 
 
-def member_profiles(records: Iterable[Sale | MemberChange]) -> dict[str, MemberProfile]:
+def member_profiles(
+    records: Iterable[Sale | MemberChange], programmes: Mapping[str, Loyalty] | None = None
+) -> dict[str, MemberProfile]:
     """Each member's profile after all ``records`` (transactions and member events, in
-    arrival order); a member with no record after its erase (by ``ts``) has none."""
+    arrival order); a member with no record after its erase (by ``ts``) has none.
+    ``programmes``: each merchant's loyalty programme (``programmes_of(catalog)``); None or
+    a merchant left out: no programme, no account (the contract's "Loyalty"). With
+    programmes, ``records`` must span less than 400 days (``_check_span``: the loyalty
+    truth does not model the 400-day memory), else ValueError."""
+    records = list(records)
+    if programmes:
+        _check_span(records)
     out = {}
     for member, h in _histories(records).items():
-        out[member] = _with_events(_profile(member, h), h.events)
+        p = _with_events(_profile(member, h), h.events)
+        out[member] = msgspec.structs.replace(
+            p,
+            birthday_month=p.birthday is not None and int(p.birthday[:2]) == _utc_month(h.as_of),
+            loyalty=loyalty_accounts(h, programmes or {}),
+        )
     return out
+
+
+def programmes_of(catalog: Catalog) -> dict[str, Loyalty]:
+    """The catalog's loyalty programmes by merchant id (merchants without one left out)."""
+    return {m.merchant_id: m.loyalty for m in catalog.merchants if m.loyalty is not None}
 
 
 def decayed_quantities(records: Iterable[Sale | MemberChange]) -> dict[str, dict[str, float]]:
@@ -211,8 +248,8 @@ def _history(everything: list[Sale | MemberChange]) -> History:
                 decided = Decided(t, "refund_of_sale", r, sale.ts, sale_index)
             else:
                 decided = Decided(t, "refund_unmatched", t.amount, t.ts)
-        applied.append(decided)
         as_of = t.ts if as_of is None else max(as_of, t.ts)
+        applied.append(decided)
     assert as_of is not None  # the first record of a member is never a duplicate
     return History(applied, duplicates, as_of, events)
 
@@ -311,6 +348,224 @@ def _profile(member: str, h: History) -> MemberProfile:
     )
 
 
+def _utc_month(ts: int) -> int:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ts)).month
+
+
+def _level(levels: list[Level], i: int, q: int) -> int:
+    """The contract's ``level(i, q)``: up while the next level's ``upgrade_at`` is reached,
+    then down while below the current one's ``downgrade_below``."""
+    while i + 1 < len(levels) and q >= levels[i + 1].upgrade_at:
+        i += 1
+    while i > 0 and q < levels[i].downgrade_below:
+        i -= 1
+    return i
+
+
+def _lapsed(p: Loyalty, last_purchase_ts: int | None, t: int) -> bool:
+    return p.expiry_days > 0 and last_purchase_ts is not None and t - last_purchase_ts > p.expiry_days * DAY
+
+
+def _birthday_at(events: list[MemberChange], t: int) -> str | None:
+    """The contract's "birthday at t": that of the profile event with the largest ``ts <=
+    t`` (equal ts: the later arrival, ``events`` being in arrival order), None if none."""
+    birthday: str | None = None
+    newest: int | None = None
+    for e in events:
+        if e.kind == "profile" and e.ts <= t and (newest is None or e.ts >= newest):
+            birthday, newest = e.birthday, e.ts
+    return birthday
+
+
+def _check_span(records: list[Sale | MemberChange]) -> None:
+    """The truth leaves out the contract's 400-day memory of loyalty entries (entries
+    folded into a settled state): it is exact only when no entry can have left it, which
+    holds when all ``records`` lie within less than 400 days."""
+    stamps = [r.ts for r in records]
+    if stamps and max(stamps) - min(stamps) >= 400 * DAY:
+        raise ValueError(
+            f"records span {(max(stamps) - min(stamps)) / DAY:.1f} days: the loyalty truth does not "
+            "model the 400-day memory (settled state), so it needs a span of less than 400 days"
+        )
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One entry of an account in replay order (the contract's "Entries", "Replay order")."""
+
+    t: int  # its ts; a refund of a named sale: max(its ts, the sale's ts)
+    rank: int  # 0 a sale or zero sale, 1 a refund
+    index: int  # its position in History.applied
+
+    def key(self, h: History) -> tuple[int, int, str]:
+        return (self.t, self.rank, h.applied[self.index].txn.txn_id)
+
+
+def _entries(h: History) -> dict[str, list[_Entry]]:
+    """Each merchant's entries, in replay order: every applied transaction with a
+    ``merchant_id``, a refund of a named sale in the account of that *sale's* merchant."""
+    out: dict[str, list[_Entry]] = {}
+    for k, d in enumerate(h.applied):
+        if d.kind == "refund_of_sale":
+            assert d.of_sale is not None
+            sale = h.applied[d.of_sale].txn
+            merchant, entry = sale.merchant_id, _Entry(max(d.txn.ts, sale.ts), 1, k)
+        else:
+            merchant = d.txn.merchant_id
+            entry = _Entry(d.txn.ts, 1 if d.kind == "refund_unmatched" else 0, k)
+        if merchant:
+            out.setdefault(merchant, []).append(entry)
+    for entries in out.values():
+        entries.sort(key=lambda e: e.key(h))
+    return out
+
+
+@dataclass(frozen=True)
+class LoyaltyStep:
+    """What the replay did with one entry (for tests and evaluation reports): its ``t``,
+    the level index before rule 1, after rule 1 and after rule 5, the points expired by
+    rule 2, the birthday percentage ``b`` a sale earned at (100 otherwise), and the points
+    earned, taken back and returned."""
+
+    member_id: str
+    merchant_id: str
+    txn_id: str
+    kind: str  # as Decided.kind
+    t: int
+    level_start: int
+    level_before: int
+    level_after: int
+    expired: int
+    birthday_pct: int
+    earned: int
+    points_redeemed: int
+    taken_back: int
+    returned: int
+
+
+def loyalty_steps(records: Iterable[Sale | MemberChange], programmes: Mapping[str, Loyalty]) -> list[LoyaltyStep]:
+    """Every entry the loyalty replay applied: member by member (by id), account by
+    account (by merchant id), each in replay order."""
+    records = list(records)
+    _check_span(records)
+    steps: list[LoyaltyStep] = []
+    histories = _histories(records)
+    for member in sorted(histories):
+        loyalty_accounts(histories[member], programmes, steps)
+    return steps
+
+
+def loyalty_accounts(
+    h: History, programmes: Mapping[str, Loyalty], steps: list[LoyaltyStep] | None = None
+) -> tuple[LoyaltyAccount, ...]:
+    """The member's loyalty accounts as of ``h.as_of`` (the contract's "Loyalty"), by
+    merchant_id: each account's entries replayed in event-time order through rules 1 to 5,
+    then shown at ``as_of``. Which transactions are applied, and each refund's verdict and
+    ``r``, are the arrival-order decisions of ``_history``; nothing else here depends on the
+    arrival order (but a profile event's, among equal ``ts``). ``steps``, if given, gets
+    one ``LoyaltyStep`` per entry replayed. The 400-day memory is not modelled (see
+    ``_check_span``).
+
+    >>> day = 86_400_000
+    >>> p = {"X": Loyalty(points_per_unit=2, expiry_days=7, levels=[Level(name="a", upgrade_at=0),
+    ...       Level(name="b", upgrade_at=1000, downgrade_below=500, multiplier_pct=150)])}
+    >>> h = _history([Sale(day, "T2", "S1", 1000, False, "U1", 0, "X"), Sale(0, "T1", "S1", 1200, False, "U1", 0, "X"),
+    ...               Sale(9 * day, "T3", "S1", 1, False, "U1", 0, "Y")])
+    >>> [(a.level, a.points, a.earned, a.expired) for a in loyalty_accounts(h, p)]  # T1 24, T2 30; lapsed at day 9
+    [('b', 0, 54, 54)]
+    """
+    out = []
+    entries_of = _entries(h)
+    for merchant in sorted(entries_of):
+        p = programmes.get(merchant)
+        if p is None:
+            continue
+        levels = p.levels
+        attributed: list[tuple[int, int]] = []  # (ts, +amount / -r / -amount) replayed so far
+
+        def q(t: int, attributed: list[tuple[int, int]] = attributed, days: int = p.qualify_days) -> int:
+            return sum(money for ts, money in attributed if t - days * DAY < ts <= t)
+
+        i = points = earned = redeemed = taken_back = returned = expired = 0
+        last_purchase_ts: int | None = None
+        kept: dict[int, list[int]] = {}  # a replayed sale's index -> [earned_here, points_redeemed, amount, left]
+        for e in entries_of[merchant]:
+            d = h.applied[e.index]
+            t = d.txn
+            start = i
+            i = _level(levels, i, q(e.t))  # 1. level before
+            before, gone, b, here, back, given = i, 0, 100, 0, 0, 0
+            if d.kind == "sale":  # 2.
+                if _lapsed(p, last_purchase_ts, e.t) and points > 0:
+                    gone, expired, points = points, expired + points, 0
+                birthday = _birthday_at(h.events, e.t)
+                if birthday is not None and int(birthday[:2]) == _utc_month(e.t):
+                    b = p.birthday_multiplier_pct
+                here = t.amount * p.points_per_unit * levels[i].multiplier_pct * b // (p.unit_minor * 100 * 100)
+                earned += here
+                redeemed += t.points_redeemed
+                points += here - t.points_redeemed
+                kept[e.index] = [here, t.points_redeemed, t.amount, t.amount]
+                last_purchase_ts = t.ts if last_purchase_ts is None else max(last_purchase_ts, t.ts)
+                attributed.append((t.ts, t.amount))
+            elif d.kind == "zero_sale":  # 2., a reward paid for with points
+                redeemed += t.points_redeemed
+                points -= t.points_redeemed
+            elif d.kind == "refund_of_sale":  # 3., in the sale's account, after the sale
+                assert d.of_sale is not None and d.of_sale in kept, "a refund replayed before its sale"
+                sale = kept[d.of_sale]
+                sale_earned, sale_paid, amount, left = sale
+                back = sale_earned * left // amount - sale_earned * (left - d.money) // amount
+                given = sale_paid * left // amount - sale_paid * (left - d.money) // amount
+                sale[3] = left - d.money
+                taken_back += back
+                returned += given
+                points += given - back
+                attributed.append((d.window_ts, -d.money))  # the sale's ts
+            else:  # 4. refund_unmatched, at the base rate
+                back = t.amount * p.points_per_unit // p.unit_minor
+                taken_back += back
+                points -= back
+                attributed.append((t.ts, -t.amount))
+            i = _level(levels, i, q(e.t))  # 5. level after
+            if steps is not None:
+                steps.append(
+                    LoyaltyStep(
+                        t.member_id or "",
+                        merchant,
+                        t.txn_id,
+                        d.kind,
+                        e.t,
+                        start,
+                        before,
+                        i,
+                        gone,
+                        b,
+                        here,
+                        t.points_redeemed,
+                        back,
+                        given,
+                    )
+                )
+        shown = q(h.as_of)
+        if _lapsed(p, last_purchase_ts, h.as_of) and points > 0:
+            points, expired = 0, expired + points
+        out.append(
+            LoyaltyAccount(
+                merchant_id=merchant,
+                level=levels[_level(levels, i, shown)].name,
+                points=points,
+                earned=earned,
+                redeemed=redeemed,
+                taken_back=taken_back,
+                returned=returned,
+                expired=expired,
+                qualifying_spend=shown,
+            )
+        )
+    return tuple(out)
+
+
 def sales_of(values: Iterable[bytes]) -> list[Sale]:
     """The member transactions among ``pos.transactions`` values, as plain ``Sale`` records,
     in the order given (parsed with ``json``, not the engine's decoder; every value the
@@ -339,6 +594,7 @@ def sales_of(values: Iterable[bytes]) -> list[Sale]:
                 payment=doc["payment"],
                 ref_txn_id=doc.get("ref_txn_id"),
                 items=[Item(i["sku"], i["category"], i["qty"], i["unit_price"]) for i in doc.get("items") or []],
+                points_redeemed=doc.get("points_redeemed", 0),
             )
         )
     return out

@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import yaml
 
+from connectors.catalog import Loyalty
 from storepulse.errors import ConfigError
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
@@ -138,6 +139,11 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     duplicate_share: float = 0.0  # of transactions: the same message sent twice
     duplicate_delay_s: float = 120.0  # mean delay (exponential) of the repeat
     erase_share: float = 0.0  # of members who bought: erased at night 2-6 days before the end
+    # Loyalty (docs/member-profiles.md, "Loyalty"), off by default: merchant_id -> its
+    # programme, put in the catalog's ``merchants`` (``simulators.shops.loyalty_merchants``);
+    # ``redeem_share`` of member sales there pay with points (``simulators.pos.redeem_points``).
+    loyalty: dict[str, Loyalty] = {}
+    redeem_share: float = 0.0
     bad_record_share: float = 0.0
     radio: Radio = Radio()
     incidents: list[Incident] = []
@@ -200,7 +206,7 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             "new_member_share", "batched_sensor_share", "sniffer_extras_share",
             "street_capture_share", "refund_share", "bad_record_share", "zero_sale_share",
             "partial_refund_share", "split_refund_share", "unlinked_refund_share",
-            "duplicate_share", "erase_share",
+            "duplicate_share", "erase_share", "redeem_share",
         ):
             value = getattr(self, field)
             if not 0.0 <= value <= 1.0:
@@ -225,6 +231,12 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         for field in ("mac_rotation_sigma", "probe_interval_sigma"):
             if not 0 <= getattr(self, field) <= 3:
                 fail(f"{field} must be in [0, 3], got {getattr(self, field)}")
+        for merchant, programme in self.loyalty.items():
+            problem = programme.problem()
+            if problem is not None:
+                fail(f"loyalty[{merchant!r}]: {problem}")
+        if self.redeem_share and not self.loyalty:
+            fail("redeem_share needs a loyalty programme")
         try:
             ZoneInfo(self.tz)
         except (ZoneInfoNotFoundError, ValueError):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from connectors.catalog import Loyalty, Merchant, Store
+
 
 @dataclass(frozen=True)
 class Category:
@@ -115,3 +117,22 @@ def merchant_of(category: str, brand: str) -> str:
     cat_index = list(CATEGORIES).index(category) + 1
     brand_index = CATEGORIES[category].brands.index(brand) + 1
     return f"M{cat_index:02d}{brand_index:02d}"
+
+
+def loyalty_merchants(stores: list[Store], programmes: dict[str, Loyalty]) -> list[Merchant]:
+    """The catalog's ``merchants`` for a scenario's ``loyalty``: none without programmes
+    (so the catalog stays as it was), else every merchant of ``stores`` and every one a
+    programme names (a smaller variant of a scenario may have no store of it), by id,
+    with its programme or None.
+
+    >>> s = [Store(store_id=f"S{i}", merchant_id=m, name="x", category="tea", tz="UTC", lat=0, lon=0)
+    ...      for i, m in enumerate(["M2", "M1", "M2"])]
+    >>> [(m.merchant_id, m.loyalty is not None) for m in loyalty_merchants(s, {"M2": Loyalty(), "M3": Loyalty()})]
+    [('M1', False), ('M2', True), ('M3', True)]
+    >>> loyalty_merchants(s, {})
+    []
+    """
+    if not programmes:
+        return []
+    ids = sorted({s.merchant_id for s in stores} | set(programmes))
+    return [Merchant(merchant_id=m, loyalty=programmes.get(m)) for m in ids]

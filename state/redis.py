@@ -164,10 +164,13 @@ def connect(url: str, *, timeout_s: float = 5.0, retries: int = 3) -> Client:
 def run_scripted(client: Client, pipeline: Callable[[], Any], script: str) -> list[Any]:
     """Execute a pipeline of ``EVALSHA`` calls of ``script`` (``pipeline()`` builds it) and
     return its results. A server that lost the script (restarted, flushed) gets it loaded
-    and the pipeline is run once more; then the first error, if any, is raised. The
+    and the pipeline is run again (up to 3 times: a ``SCRIPT FLUSH`` or a failover can
+    come between the load and the run); then the first error, if any, is raised. The
     calls must be idempotent (they are run again whole)."""
     results = pipeline().execute(raise_on_error=False)
-    if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+    for _ in range(3):
+        if not any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+            break
         client.script_load(script)
         results = pipeline().execute(raise_on_error=False)
     for result in results:

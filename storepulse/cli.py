@@ -7,6 +7,7 @@ storepulse catalog load FILE.yaml    load malls, stores, sensors, campaigns into
 storepulse catalog export            write a scenario's catalog as YAML
 storepulse eval footfall|profiles    engine footfall or member profiles vs the simulator's truth
 storepulse profile show MEMBER_ID    a member's profile as stored in Redis
+storepulse bench profile-latency     sale to profile in Redis, measured against a running engine
 storepulse dashboards push           push the Grafana dashboards
 """
 
@@ -153,6 +154,46 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("member_id", metavar="MEMBER_ID", help="the member's id (member_id of pos.transactions)")
     show.add_argument("--json", action="store_true", help="print the profile as one JSON object")
 
+    from storepulse import bench as _bench  # stdlib-only at import: the defaults below
+
+    bench = sub.add_parser("bench", help="measure a running engine from outside")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    latency = bench_sub.add_parser(
+        "profile-latency",
+        help="from a member's sale produced to Kafka to that member's profile in Redis",
+        description="Against a running `storepulse run` (same Kafka topic, same Redis, catalog loaded): "
+        "produce member sales at --rate, learn from Redis keyspace notifications when each "
+        "member's profile lands, and print sent, observed, missing, p50_s, p99_s, max_s, rate and "
+        "seconds as one JSON line, the last. Exit 1 if a sale never reached Redis.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    latency.add_argument(
+        "--sales",
+        type=_number(int, minimum=1),
+        default=_bench.DEFAULT_SALES,
+        help=f"measured sales, each by a new member (default: {_bench.DEFAULT_SALES})",
+    )
+    latency.add_argument(
+        "--rate",
+        type=_number(float, minimum=0, inclusive=False),
+        default=_bench.DEMO_MEMBER_SALE_RATE,
+        help=f"sales per second (default: {_bench.DEMO_MEMBER_SALE_RATE:g}, the demo's member-sale rate)",
+    )
+    latency.add_argument(
+        "--warmup",
+        type=_number(int, minimum=0),
+        default=_bench.DEFAULT_WARMUP,
+        help=f"sales sent and awaited first, not measured (default: {_bench.DEFAULT_WARMUP})",
+    )
+    latency.add_argument(
+        "--timeout",
+        type=_number(float, minimum=0, inclusive=False),
+        default=_bench.DEFAULT_TIMEOUT_S,
+        help=f"seconds to wait for stragglers after the last sale; the rest are reported missing "
+        f"(default: {_bench.DEFAULT_TIMEOUT_S:g}; the warm-up waits at least 60)",
+    )
+
     dash = sub.add_parser("dashboards", help="Grafana dashboards")
     dash_sub = dash.add_subparsers(dest="dashboards_command", required=True, metavar="ACTION")
     push = dash_sub.add_parser("push", help="push every dashboard (STOREPULSE_GRAFANA_URL, STOREPULSE_GRAFANA_TOKEN)")
@@ -223,6 +264,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from storepulse.run import show_profile
 
         return show_profile(Settings.from_env(), args.member_id, as_json=args.json)
+    if args.command == "bench":
+        from storepulse.bench import profile_latency_command
+
+        return profile_latency_command(
+            Settings.from_env(), sales=args.sales, rate=args.rate, warmup=args.warmup, timeout_s=args.timeout
+        )
     if args.command == "dashboards":
         from dashboards.push import push_dashboards
         from storepulse.errors import ConfigError

@@ -26,7 +26,14 @@ from bytewax.testing import run_main
 from connectors.catalog import Catalog
 from connectors.schemas import DeadLetter, FootfallMinute, Visit
 from flows.engine import Sinks, Sources, build_flow
-from flows.outputs import JsonlSink, MetricsSink, RedisFootfallSink, RedisProfileSink
+from flows.outputs import (
+    JsonlSink,
+    MetricsSink,
+    RedisFootfallSink,
+    RedisMemberVisitsSink,
+    RedisProfileSink,
+    RedisStoreMembersSink,
+)
 from storepulse import metrics
 from storepulse.settings import Settings
 
@@ -126,6 +133,8 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, speedup: float | N
                     "footfall_tally": TallySink(tally),
                 },
                 profiles={"profiles_redis": RedisProfileSink(redis.url), "profiles_jsonl": JsonlSink(out)},
+                store_members={"store_members_redis": RedisStoreMembersSink(redis.url)},
+                member_visits={"member_visits_redis": RedisMemberVisitsSink(redis.url)},
             ),
             catalog=watcher.current,
         )
@@ -214,6 +223,45 @@ def _live_view(tally: Tally, catalog: Catalog, elapsed: float) -> None:
     sys.stdout.flush()
 
 
+def _member_summary(catalog: Catalog, client: Any) -> None:
+    """Profiles, points per merchant, segments and repurchase rates, read back from Redis."""
+    from state.profiles import ProfileStore
+    from state.store_members import StoreMembersStore
+
+    members = sorted(k.decode().split("{")[1].split("}")[0] for k in client.scan_iter("sp:member:*:profile"))
+    if not members:
+        return
+    profiles = [p for p in map(ProfileStore(client).read, members) if p is not None]
+    visited = sum(1 for _ in client.scan_iter("sp:member:*:visits"))
+    print(
+        f"member profiles in Redis: {len(profiles)}, {visited} with stores visited "
+        f"(with --run-on: storepulse profile show {members[0]})"
+    )
+    segments = Counter(p.segment or "no purchase" for p in profiles)
+    print("segments: " + ", ".join(f"{name} {n}" for name, n in sorted(segments.items())))
+    points: dict[str, Counter[str]] = {}
+    for profile in profiles:
+        for account in profile.loyalty:
+            tally = points.setdefault(account.merchant_id, Counter())
+            tally.update(members=1, earned=account.earned, redeemed=account.redeemed, balance=account.points)
+            tally[f"level {account.level}"] += 1
+    for merchant, tally in sorted(points.items()):
+        levels = ", ".join(
+            f"{k.removeprefix('level ')} {n}" for k, n in sorted(tally.items()) if k.startswith("level ")
+        )
+        print(
+            f"points at {merchant}: {tally['members']} members, {tally['earned']:,} earned, "
+            f"{tally['redeemed']:,} redeemed, {tally['balance']:,} held; levels: {levels}"
+        )
+    rates = [
+        f"{s.store_id} {m.repurchase_rate:.0%} of {m.members_active}"
+        for s in catalog.stores
+        if (m := StoreMembersStore(client).read(s.store_id)) is not None and m.repurchase_rate is not None
+    ]
+    if rates:
+        print("repurchase rate (members buying twice in 30 days): " + ", ".join(rates))
+
+
 def _summary(tally: Tally, catalog: Catalog, client: Any, elapsed: float, port: int | None, out: Any, url: str) -> None:
     from state.footfall import FootfallStore
 
@@ -248,9 +296,7 @@ def _summary(tally: Tally, catalog: Catalog, client: Any, elapsed: float, port: 
         f"{totals['sales']:>6} {totals['amount'] / 100:>11,.2f}"
     )
     print("passers-by: distinct devices heard at the store in each hour (visitors included), summed over hours")
-    members = sorted(k.decode().split("{")[1].split("}")[0] for k in client.scan_iter("sp:member:*:profile"))
-    if members:
-        print(f"member profiles in Redis: {len(members)} (with --run-on: storepulse profile show {members[0]})")
+    _member_summary(catalog, client)
     dead = ", ".join(f"{reason} {n}" for reason, n in sorted(tally.dead.items())) or "none"
     print(f"dead-lettered: {dead}")
     served = f"http://127.0.0.1:{port}/metrics" if port else "off"

@@ -176,7 +176,7 @@ STORE_MEMBERS_ACTIVE = Gauge(
     ["store"],
 )
 STORE_REPURCHASE_RATE = Gauge(
-    "storepulse_store_repurchase_rate",
+    "storepulse_store_repurchase_ratio",
     "Share of the store's active members (30 days) with two or more purchases in those 30 days.",
     ["store"],
 )

@@ -28,7 +28,7 @@ def test_help_lists_every_variable_and_the_readme_every_command() -> None:
     assert all(var.name in text for var in VARIABLES)
     [sub] = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
     commands = sub.choices
-    assert set(commands) == {"demo", "run", "simulate", "catalog", "eval", "profile", "dashboards"}
+    assert set(commands) == {"demo", "run", "simulate", "catalog", "eval", "profile", "bench", "dashboards"}
     for command in commands:
         assert f"`{command}" in README or f"storepulse {command}" in README, command
     assert "`profile show MEMBER_ID" in README  # "`profile`" alone is also a member event type

@@ -3,9 +3,12 @@
 Run as ``python metrics_target.py PORT``: imports ``storepulse.metrics``, gives every
 declared metric (including ones appended later) a few labelled samples, and serves
 ``/metrics`` on 127.0.0.1:PORT until terminated, meanwhile adding to every counter each
-``TICK_S`` so that rate() and increase() panels (profile updates, members erased, ...)
-show values above zero, as a running engine's would. The dashboard tests scrape it with a real
-Prometheus; ``storepulse demo --run-on --metrics-port PORT`` is the drop-in replacement.
+``TICK_S`` and observing one value in the middle of every histogram's buckets, so that
+rate(), increase() and histogram_quantile() panels (profile updates, members erased,
+loyalty points, sale-to-profile latency, ...) show values above zero, as a running
+engine's would. Ratios (names ending ``_ratio`` or ``_rate``) get values between 0 and 1.
+The dashboard tests scrape it with a real Prometheus; ``storepulse demo --run-on
+--metrics-port PORT`` is the drop-in replacement.
 
 >>> label_sets(("scope", "id"))[-1]
 {'scope': 'mall', 'id': 'M1'}
@@ -34,6 +37,7 @@ VALUES: dict[str, tuple[str, ...]] = {
     "campaign": ("C1",),
     "partition": ("0", "1"),
     "currency": ("CNY",),
+    "merchant": ("X1", "X2"),
 }
 # Labels whose values go together rather than as a cartesian product.
 PAIRED: dict[tuple[str, ...], tuple[tuple[str, ...], ...]] = {
@@ -65,7 +69,7 @@ def fill(metric: MetricWrapperBase, index: int) -> None:
         if isinstance(metric, Counter):
             child(metric, labels).inc(value * 10)
         elif isinstance(metric, Gauge):
-            child(metric, labels).set(value / 10 if metric._name.endswith("_ratio") else value)
+            child(metric, labels).set(value / (value + 1) if metric._name.endswith(RATIOS) else value)
         elif isinstance(metric, Histogram):
             for seconds in (60, 400, 1500, 4000, 30000):
                 child(metric, labels).observe(seconds * value)
@@ -74,13 +78,19 @@ def fill(metric: MetricWrapperBase, index: int) -> None:
 
 
 TICK_S = 0.5  # below the test Prometheus's scrape interval: every scrape sees growth
+RATIOS = ("_ratio", "_rate")  # gauges of a share, 0-1
 
 
-def grow(metric: Counter) -> None:
-    """Add one to every labelled child of the counter ``metric`` (as ``fill`` made them)."""
+def grow(metric: Counter | Histogram) -> None:
+    """Add one to every labelled child of the counter ``metric``, or observe the middle
+    bucket bound of the histogram ``metric`` (as ``fill`` made the children)."""
     names = tuple(metric._labelnames)
     for labels in label_sets(names) if names else [{}]:
-        child(metric, labels).inc()
+        if isinstance(metric, Histogram):
+            bounds = metric._upper_bounds[:-1]  # no public accessor; the last is +Inf
+            child(metric, labels).observe(bounds[len(bounds) // 2])
+        else:
+            child(metric, labels).inc()
 
 
 def main(argv: list[str]) -> None:
@@ -91,11 +101,11 @@ def main(argv: list[str]) -> None:
         fill(metric, index)
     metrics.serve(int(argv[1]))
     print("serving", flush=True)
-    counters = [m for m in declared if isinstance(m, Counter)]
+    growing = [m for m in declared if isinstance(m, Counter | Histogram)]
     stopped = threading.Event()  # never set: runs until the process is terminated
     while not stopped.wait(TICK_S):
-        for counter in counters:
-            grow(counter)
+        for metric in growing:
+            grow(metric)
 
 
 if __name__ == "__main__":

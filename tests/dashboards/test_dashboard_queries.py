@@ -202,20 +202,36 @@ def test_prometheus_scraping_fixture(prometheus_scraping: Any, metrics_target: M
     ]
 
 
-MEMBER_PANELS = ("Profile updates per second", "Members erased")
+MEMBER_PANELS = {  # title -> the series each of its queries finds in the stand-in
+    "Profile updates per second": [1],
+    "Members erased": [1],
+    "Members active, by store": [2],  # S001, S002
+    "Repurchase rate, by store": [2],
+    "Loyalty points issued and redeemed / s, by merchant": [2, 2],  # X1, X2
+    "Sale to profile latency, p50 and p99": [1, 1],
+}
 
 
 def test_member_panels_show_activity_from_the_stand_in(
     request: pytest.FixtureRequest, prometheus: PrometheusServer, variable_values: dict[str, dict[str, str]]
 ) -> None:
-    """The stand-in's counters grow (metrics_target.TICK_S), so the Members row shows values
-    above zero; against the engine the panels only have to run (checked above)."""
+    """The stand-in's counters and histograms grow (metrics_target.TICK_S), so every panel of
+    the Members row, which ends the board, shows finite values above zero (ratios up to 1);
+    against the engine the panels only have to run (checked above)."""
     if request.node.callspec.params["metrics_target"] != "stand-in":
         return
     board = json.loads((DASHBOARD_DIR / "storepulse-engine.json").read_text())
+    titles = [p["title"] for p in board["panels"]]
+    row = titles.index("Members")
+    assert board["panels"][row]["type"] == "row" and sorted(titles[row + 1 :]) == sorted(MEMBER_PANELS)
     panels = {p["title"]: p for p in board["panels"]}
-    assert panels["Members"]["type"] == "row"
-    for title in MEMBER_PANELS:
-        [target] = panels[title]["targets"]
-        result = prometheus.query(substitute(target["expr"], variable_values["storepulse-engine"]))
-        assert result and all(float(s["value"][1]) > 0 for s in result), (title, result)
+    for title, series in MEMBER_PANELS.items():
+        found = []
+        for target in panels[title]["targets"]:
+            result = prometheus.query(substitute(target["expr"], variable_values["storepulse-engine"]))
+            values = [float(s["value"][1]) for s in result]
+            assert all(0 < v < float("inf") for v in values), (title, target["refId"], result)
+            if panels[title]["fieldConfig"]["defaults"]["unit"] == "percentunit":
+                assert all(v <= 1 for v in values), (title, result)
+            found.append(len(result))
+        assert found == series, title

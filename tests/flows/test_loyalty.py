@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from connectors.catalog import Level, Loyalty
 from connectors.records import DeviceBinding, MemberChange, ProfileLatency, Sale, StoreForget, StorePurchase
 from connectors.schemas import LoyaltyAccount, MemberErased, MemberProfile
+from flows.loyalty import LoyaltyBook
 from flows.member_ledger import DAY_MS, MemberLedger
 from flows.profiles import ProfileLogic
 
@@ -53,22 +54,22 @@ def account(ledger: MemberLedger) -> LoyaltyAccount:
 
 def test_a_sale_earns_at_the_level_held_before_it_and_upgrades_after() -> None:
     ledger = MemberLedger()
-    ledger.apply(sale(0, "T1", 60_000), programs)  # 600 yuan at member (100%): 600 points
+    ledger.apply(sale(0, "T1", 60_000))  # 600 yuan at member (100%): 600 points
     acc = account(ledger)
     assert (acc.points, acc.earned, acc.level, acc.qualifying_spend) == (600, 600, "silver", 60_000)
-    ledger.apply(sale(1, "T2", 1_099), programs)  # 10.99 yuan at silver (150%): 1099*150//10000 = 16
+    ledger.apply(sale(1, "T2", 1_099))  # 10.99 yuan at silver (150%): 1099*150//10000 = 16
     acc = account(ledger)
     assert (acc.points, acc.earned) == (616, 616)
 
 
 def test_a_whole_refund_takes_back_all_it_earned_and_returns_what_it_redeemed() -> None:
     ledger = MemberLedger()
-    ledger.apply(sale(0, "T1", 10_000), programs)  # 100 points
-    ledger.apply(sale(1, "T2", 3_000, redeemed=40), programs)  # 30 points, pays 40: 100 + 30 - 40 = 90
-    ledger.apply(refund(2, "R1", 1_000, "T2"), programs)  # a third: earned 30*3000//3000 - 30*2000//3000 = 10
+    ledger.apply(sale(0, "T1", 10_000))  # 100 points
+    ledger.apply(sale(1, "T2", 3_000, redeemed=40))  # 30 points, pays 40: 100 + 30 - 40 = 90
+    ledger.apply(refund(2, "R1", 1_000, "T2"))  # a third: earned 30*3000//3000 - 30*2000//3000 = 10
     acc = account(ledger)                                  # redeemed 40 - 40*2000//3000 = 40 - 26 = 14 back
     assert (acc.points, acc.taken_back, acc.returned) == (90 - 10 + 14, 10, 14)
-    ledger.apply(refund(3, "R2", 5_000, "T2"), programs)  # the rest (2000 left): 20 back, 26 returned
+    ledger.apply(refund(3, "R2", 5_000, "T2"))  # the rest (2000 left): 20 back, 26 returned
     acc = account(ledger)
     assert (acc.taken_back, acc.returned, acc.redeemed, acc.earned) == (30, 40, 40, 130)
     assert acc.points == 100  # what T1 earned, as if T2 never happened
@@ -77,8 +78,8 @@ def test_a_whole_refund_takes_back_all_it_earned_and_returns_what_it_redeemed() 
 
 def test_a_refund_without_its_sale_takes_back_points_at_the_base_rate() -> None:
     ledger = MemberLedger()
-    ledger.apply(sale(0, "T1", 60_000), programs)  # 600 points, silver after
-    ledger.apply(refund(1, "R1", 35_050), programs)  # 35050 * 1 // 100 = 350 at the base rate, not 150%
+    ledger.apply(sale(0, "T1", 60_000))  # 600 points, silver after
+    ledger.apply(refund(1, "R1", 35_050))  # 35050 * 1 // 100 = 350 at the base rate, not 150%
     acc = account(ledger)
     # Q = 60000 - 35050 = 24950 < 30000 (silver's downgrade_below): back to member
     assert (acc.points, acc.taken_back, acc.level, acc.qualifying_spend) == (250, 350, "member", 24_950)
@@ -86,8 +87,8 @@ def test_a_refund_without_its_sale_takes_back_points_at_the_base_rate() -> None:
 
 def test_levels_hold_between_thresholds_and_fall_as_spend_leaves_the_qualifying_window() -> None:
     ledger = MemberLedger()
-    ledger.apply(sale(0, "T1", 50_000), programs)  # Q 50000: silver
-    ledger.apply(refund(1, "R1", 10_000, "T1"), programs)  # Q 40000: below upgrade_at, above 30000: still silver
+    ledger.apply(sale(0, "T1", 50_000))  # Q 50000: silver
+    ledger.apply(refund(1, "R1", 10_000, "T1"))  # Q 40000: below upgrade_at, above 30000: still silver
     assert account(ledger).level == "silver"
     ledger.change(MemberChange(T0 + 61 * DAY_MS, "M1", "consent", 0, push=True))  # T1 left the 60 days
     acc = account(ledger)
@@ -96,21 +97,20 @@ def test_levels_hold_between_thresholds_and_fall_as_spend_leaves_the_qualifying_
 
 def test_a_positive_balance_lapses_after_expiry_days_without_a_purchase() -> None:
     ledger = MemberLedger()
-    ledger.apply(sale(0, "T1", 10_000), programs)  # 100 points
+    ledger.apply(sale(0, "T1", 10_000))  # 100 points
     ledger.change(MemberChange(T0 + 31 * DAY_MS, "M1", "consent", 0, push=True))  # 31 days > 30 without a purchase
     acc = account(ledger)
-    assert (acc.points, acc.expired) == (0, 100)  # shown lapsed, not stored
-    assert ledger.accounts["X"].points == 100
-    ledger.apply(sale(32, "T2", 5_000), programs)  # the sale stores the expiry, then earns 50
+    assert (acc.points, acc.expired) == (0, 100)  # lapsed as of the consent
+    ledger.apply(sale(32, "T2", 5_000))  # the sale expires the 100, then earns 50
     acc = account(ledger)
     assert (acc.points, acc.expired, acc.earned) == (50, 100, 150)
 
 
 def test_a_sale_in_the_birthday_month_earns_the_birthday_multiplier() -> None:
     ledger = MemberLedger()
-    ledger.change(MemberChange(T0, "M1", "profile", 0, birthday="03-17"))  # March, as T0
-    ledger.apply(sale(1, "T1", 10_000), programs)  # 100 * 200% = 200
-    ledger.apply(sale(31, "T2", 10_000), programs)  # 2026-04-02: April, 100
+    ledger.apply(sale(1, "T1", 10_000))  # 100 * 200% = 200: the birthday below is in force at its ts
+    ledger.change(MemberChange(T0, "M1", "profile", 0, birthday="03-17"))  # March, as T0; arrives late
+    ledger.apply(sale(31, "T2", 10_000))  # 2026-04-02: April, 100
     assert account(ledger).earned == 300
     assert ledger.profile("M1", programs).birthday_month is False  # as of April
     ledger.change(MemberChange(T0 + 32 * DAY_MS, "M1", "profile", 0, birthday="04-30"))
@@ -119,27 +119,27 @@ def test_a_sale_in_the_birthday_month_earns_the_birthday_multiplier() -> None:
 
 def test_a_zero_sale_paid_with_points_redeems_them_and_earns_nothing() -> None:
     ledger = MemberLedger()
-    ledger.apply(sale(0, "T1", 10_000), programs)
-    ledger.apply(sale(1, "T2", 0, redeemed=80), programs)
+    ledger.apply(sale(0, "T1", 10_000))
+    ledger.apply(sale(1, "T2", 0, redeemed=80))
     acc = account(ledger)
     assert (acc.points, acc.earned, acc.redeemed) == (20, 100, 80)
 
 
 def test_a_merchant_without_a_programme_has_no_account_and_a_duplicate_earns_nothing() -> None:
     ledger = MemberLedger()
-    ledger.apply(sale(0, "T1", 10_000, merchant="Y"), programs)
+    ledger.apply(sale(0, "T1", 10_000, merchant="Y"))
     assert ledger.profile("M1", programs).loyalty == ()
-    ledger.apply(sale(0, "T2", 10_000), programs)
-    ledger.apply(sale(0, "T2", 10_000), programs)  # repeated txn_id
+    ledger.apply(sale(0, "T2", 10_000))
+    ledger.apply(sale(0, "T2", 10_000))  # repeated txn_id
     assert account(ledger).earned == 100
 
 
 def test_an_erasure_forgets_the_points() -> None:
     ledger = MemberLedger()
-    ledger.apply(sale(0, "T1", 10_000), programs)
-    ledger.erase(T0 + DAY_MS, programs)
-    assert ledger.accounts == {}
-    ledger.apply(sale(2, "T2", 2_000), programs)
+    ledger.apply(sale(0, "T1", 10_000))
+    ledger.erase(T0 + DAY_MS)
+    assert ledger.loyalty == LoyaltyBook()  # nothing of the points is left
+    ledger.apply(sale(2, "T2", 2_000))
     assert account(ledger).earned == 20
 
 
@@ -183,6 +183,38 @@ def test_an_erase_tells_every_store_and_device_to_forget_then_what_is_kept_again
     assert isinstance(out[7], MemberProfile) and len(out) == 8
 
 
+def records_in_two_orders() -> tuple[list[Sale | MemberChange], list[Sale | MemberChange]]:
+    """One member's records across two merchants and both topics, in two arrival orders."""
+    records: list[Sale | MemberChange] = [
+        MemberChange(T0 + 3 * DAY_MS, "M1", "profile", 0, birthday="03-31"),  # in force from day 3
+        sale(0, "T1", 40_000),  # 400 at member; Q 40000
+        sale(1, "T2", 20_000, store="S2"),  # still member before it: 200; Q 60000: silver after
+        refund(2, "R1", 20_000, "T1"),  # half of T1: 400 - 400*20000//40000 = 200 back; Q 40000: silver holds
+        sale(3, "T3", 10_000, merchant="Y"),  # Y has no programme
+        sale(4, "T4", 10_000, redeemed=50),  # silver, birthday month: 10000*150*200//10^6 = 300, 50 paid
+        refund(5, "R2", 15_000),  # unmatched: 150 back at the base rate; Q 35000: silver holds
+    ]
+    # T2 and T4 (another store: another partition) come first, the profile event last
+    shuffled = [records[2], records[5], records[1], records[4], records[3], records[6], records[0]]
+    return records, shuffled
+
+
+def test_accounts_are_the_same_in_any_arrival_order_of_partitions() -> None:
+    expected = None
+    for order in records_in_two_orders():
+        ledger = MemberLedger()
+        for record in order:
+            if isinstance(record, Sale):
+                ledger.apply(record)
+            else:
+                ledger.change(record)
+        acc = account(ledger)
+        assert (acc.earned, acc.taken_back, acc.redeemed, acc.points) == (900, 350, 50, 500)
+        assert (acc.level, acc.qualifying_spend) == ("silver", 35_000)
+        expected = expected or acc
+        assert acc == expected
+
+
 @pytest.mark.parametrize("bad", [
     Loyalty(unit_minor=0),
     Loyalty(levels=[Level(name="a", upgrade_at=5)]),
@@ -191,3 +223,20 @@ def test_an_erase_tells_every_store_and_device_to_forget_then_what_is_kept_again
 ])
 def test_a_broken_programme_is_named(bad: Loyalty) -> None:
     assert bad.problem() is not None
+
+
+def test_folding_entries_out_of_the_400_day_memory_changes_no_account() -> None:
+    # Two years of sales every 10 days (one refund of a whole sale 5 days after it, and a
+    # birthday); the book folded at every profile equals one replayed whole.
+    folded, whole = LoyaltyBook(), LoyaltyBook()
+    for book in (folded, whole):
+        book.profile_event(T0, "03-20")
+    for n in range(73):
+        ts = T0 + n * 10 * DAY_MS
+        for book in (folded, whole):
+            book.sale("X", ts, f"T{n}", 7_000 + 1_000 * (n % 5), 30 if n % 7 == 0 else 0)
+            if n % 9 == 0:
+                book.refund("X", ts + 5 * DAY_MS, f"R{n}", (f"T{n}", ts, 7_000 + 1_000 * (n % 5)), 7_000)
+        folded.fold(programs, ts)
+        assert folded.accounts(programs, ts) == whole.accounts(programs, ts)
+    assert folded.settled and len(folded.entries["X"]) < len(whole.entries["X"])  # it did fold

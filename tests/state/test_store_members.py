@@ -101,7 +101,7 @@ def gauges(store: str) -> tuple[float | None, float | None]:
     labels = {"store": store}
     return (
         REGISTRY.get_sample_value("storepulse_store_members_active", labels),
-        REGISTRY.get_sample_value("storepulse_store_repurchase_rate", labels),
+        REGISTRY.get_sample_value("storepulse_store_repurchase_ratio", labels),
     )
 
 
