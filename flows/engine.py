@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -40,11 +40,21 @@ from connectors.catalog import Catalog
 from connectors.decode import Limits, ProbeDecoder, TransactionDecoder
 from connectors.member_events import MemberEventDecoder
 from connectors.privacy import DeviceHasher
-from connectors.records import DeviceBinding, PartitionId, ProfileLatency, RawBatch, Sale, SiteBatch
-from connectors.schemas import DeadLetter, MemberErased, MemberProfile, MemberVisits, StoreMembers, VisitsErased
+from connectors.records import DeviceBinding, DeviceVisit, PartitionId, ProfileLatency, RawBatch, Sale, SiteBatch
+from connectors.schemas import (
+    DeadLetter,
+    FootfallMinute,
+    MemberErased,
+    MemberProfile,
+    MemberVisits,
+    StoreHour,
+    StoreMembers,
+    Visit,
+    VisitsErased,
+)
 from flows.footfall import footfall_builder
 from flows.ingest import ingest, ingest_members
-from flows.member_visits import resolve_devices, split_device_visits, track_member_visits
+from flows.member_visits import resolve_devices, track_member_visits
 from flows.outputs import (
     EncodedSink,
     MetricsSink,
@@ -108,6 +118,15 @@ class Sinks:
     profiles: dict[str, Sink[MemberProfile | MemberErased]] = field(default_factory=dict)
     store_members: dict[str, Sink[StoreMembers]] = field(default_factory=dict)
     member_visits: dict[str, Sink[MemberVisits | VisitsErased]] = field(default_factory=dict)
+
+
+def is_footfall(item: object) -> bool:
+    """What the footfall sinks take: minutes, store-hours and visits (no device id)."""
+    return isinstance(item, FootfallMinute | StoreHour | Visit)
+
+
+def is_device_visit(item: object) -> TypeGuard[DeviceVisit]:
+    return isinstance(item, DeviceVisit)
 
 
 def is_for_profile_sinks(item: object) -> bool:
@@ -235,12 +254,13 @@ def build_flow(
         footfall_builder(settings.allowed_lateness_ms, catalog, sources.partitions()),
     )
     results_flat = op.key_rm("unkey_footfall", results)
-    # FootfallMinute | StoreHour | Visit | DeadLetter
-    split = op.branch("split_late", results_flat, lambda r: isinstance(r, DeadLetter))
-    dead = op.merge("merge_deadletters", dead, split.trues)
-    # DeviceVisit (a device id: for member visits only) | FootfallMinute | StoreHour | Visit
-    footfall_split = split_device_visits("split_device_visits", split.falses)
-    footfall = footfall_split.footfall
+    # FootfallMinute | StoreHour | Visit, and the few others: DeadLetter (late) | DeviceVisit
+    # (a visit of a device id: for member visits only, never for the footfall sinks)
+    split = op.branch("split_footfall", results_flat, is_footfall)
+    footfall = split.trues
+    others = op.branch("split_late", split.falses, is_device_visit)
+    device_visits = others.trues
+    dead = op.merge("merge_deadletters", dead, others.falses)  # late records
 
     if member_inputs:
         member_items = member_inputs[0]
@@ -264,7 +284,7 @@ def build_flow(
         bindings = op.filter_map("route_device_bindings", member_out, binding_of)  # DeviceBinding
         erasures = op.filter_map("route_visit_erasures", member_out, erasure_of)  # (member_id, E)
         # (member_id, MemberVisit): visits of devices bound to a member
-        credited = resolve_devices("resolve_devices", bindings, footfall_split.device_visits, retain_s=tombstone_s)
+        credited = resolve_devices("resolve_devices", bindings, device_visits, retain_s=tombstone_s)
         visits = track_member_visits("track_member_visits", credited, erasures, tombstone_s=tombstone_s)
         for name, visits_sink in sinks.member_visits.items():
             op.output(f"write_{name}", visits, visits_sink)

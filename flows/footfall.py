@@ -10,7 +10,7 @@ Writes, as event time passes each minute (watermark minus the allowed lateness):
 - ``DeviceVisit`` next to the ``Visit`` of a non-randomised device (its keyed device id,
   for ``flows.member_visits``; a randomised MAC is never bound to a member): one record
   per closed visit, nothing per sighting. Not for the footfall sinks: the engine splits
-  them off (``flows.member_visits.split_device_visits``);
+  them off (``flows.engine``, step ``split_footfall``);
 - ``StoreHour`` running totals whenever an hour of a store changed: visitors (by the hour
   their visit started), passers-by, capture rate, conversion, dwell median and buckets,
   new vs returning, sales;

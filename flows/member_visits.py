@@ -45,7 +45,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, TypeGuard
+from typing import NamedTuple
 
 import bytewax.operators as op
 import msgspec
@@ -353,24 +353,3 @@ def track_member_visits(
     outputs = op.stateful_batch(step_id, merged, build)  # (member_id, MemberVisits | VisitsErased)
     return op.key_rm(f"unkey_{step_id}", outputs)
 
-
-# ---- wiring helpers -----------------------------------------------------------------
-
-
-def is_device_visit(item: object) -> TypeGuard[DeviceVisit]:
-    return isinstance(item, DeviceVisit)
-
-
-@dataclass(frozen=True)
-class FootfallSplit:
-    """Footfall's outputs split: the device visits (for ``resolve_devices``) and the rest
-    (for the footfall sinks, which never see a device id)."""
-
-    device_visits: Stream[DeviceVisit]
-    footfall: Stream[Any]
-
-
-def split_device_visits(step_id: str, outputs: Stream[Any]) -> FootfallSplit:
-    """Split footfall's ``DeviceVisit`` records off its other outputs."""
-    branch = op.branch(step_id, outputs, is_device_visit)
-    return FootfallSplit(branch.trues, branch.falses)

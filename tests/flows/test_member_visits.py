@@ -20,7 +20,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from connectors.catalog import Catalog
 from connectors.records import DeviceBinding, DeviceVisit, Sighting, SiteBatch
-from connectors.schemas import FootfallMinute, MemberVisits, Visit, VisitsErased
+from connectors.schemas import MemberVisits, Visit, VisitsErased
 from flows.clock import EventClock
 from flows.footfall import SiteFootfall
 from flows.member_visits import (
@@ -36,7 +36,6 @@ from flows.member_visits import (
     build_device_logic,
     build_member_visits_logic,
     resolve_devices,
-    split_device_visits,
     track_member_visits,
 )
 from flows.outputs import RedisMemberVisitsSink
@@ -109,21 +108,6 @@ def test_footfall_emits_a_device_visit_per_closed_visit_of_a_stable_device_only(
         (True, T0 + 30_000, T0 + 240_000),
     ]
     assert [o for o in out if isinstance(o, DeviceVisit)] == [DeviceVisit(7, "S1", T0 + 30_000, T0 + 240_000)]
-
-
-def test_split_device_visits_keeps_them_from_the_footfall_sinks() -> None:
-    minute = FootfallMinute(scope="store", scope_id="S1", mall_id="M1", minute_ts=T0, devices=1,
-                            devices_15m=1, devices_1h=1)  # fmt: skip
-    dv = visit(7, "S1", T0, T0 + MIN)
-    flow = Dataflow("split_test")
-    outputs = op.input("read_footfall", flow, TestingSource([minute, dv, minute]))
-    split = split_device_visits("split_device_visits", outputs)
-    footfall: list[Any] = []
-    device_visits: list[Any] = []
-    op.output("write_footfall", split.footfall, TestingSink(footfall))
-    op.output("write_device_visits", split.device_visits, TestingSink(device_visits))
-    run_main(flow)
-    assert (footfall, device_visits) == ([minute, minute], [dv])
 
 
 # ---- resolving devices: the rules, one device at a time -----------------------------
