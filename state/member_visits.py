@@ -1,5 +1,5 @@
 """Member visits in Redis: the copy of each member's stores visited and last seen that other
-services read (``flows.member_visits.MemberVisits``; docs/member-profiles.md, "Visits").
+services read (``connectors.schemas.MemberVisits``; docs/member-profiles.md, "Visits").
 
 Every ``write`` is one non-transactional pipeline of one Lua call per record (one round
 trip to a single server, one per node on a Cluster). Idempotent and replay-safe as
@@ -8,7 +8,7 @@ and it is newer than the member's erasure tombstone.
 
 ``sp:member:{<member_id>}:visits`` (hash, no TTL: kept until the member is erased)
     Fields ``member_id``, ``as_of_ts``, ``stores_visited``, ``last_seen_ts``,
-    ``last_seen_store``, encoded as the profile's (``state.profiles.encode_value``):
+    ``last_seen_store``, encoded as every serving key (``state.hashes``):
     integers as decimal epoch milliseconds UTC, ``stores_visited`` as a compact sorted JSON
     array (``["S1","S2"]``). Replaced whole (DEL, then HSET, in a Lua script) when the
     incoming ``as_of_ts`` is >= the stored one and > the ts in the member's erasure
@@ -27,10 +27,9 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
-import msgspec
-
 from connectors.schemas import MemberVisits, VisitsErased
-from state.profiles import encode_value, tombstone_key
+from state.hashes import HashCodec, encode_value
+from state.profiles import tombstone_key
 from state.redis import Client, run_scripted
 
 # KEYS[1] the visits hash, KEYS[2] the member's erasure tombstone (one member: one slot).
@@ -55,7 +54,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 return 1
 """
 
-_FIELDS = tuple(MemberVisits.__struct_fields__)
+_CODEC = HashCodec(MemberVisits)
 
 
 def visits_key(member_id: str) -> str:
@@ -95,8 +94,8 @@ class MemberVisitsStore:
             args: list[str]
             if isinstance(record, MemberVisits):
                 args = ["w", encode_value(record.as_of_ts)]
-                for name in _FIELDS:
-                    args += (name, encode_value(getattr(record, name)))
+                for name, value in _CODEC.fields(record).items():
+                    args += (name, value)
             else:
                 args = ["e"]
             keys = (visits_key(record.member_id), tombstone_key(record.member_id))
@@ -108,15 +107,4 @@ class MemberVisitsStore:
         raw = cast(dict[bytes, bytes], self.client.hgetall(visits_key(member_id)))
         if not raw:
             return None
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
-        missing = [name for name in _FIELDS if name not in fields]
-        if missing:
-            raise msgspec.ValidationError(f"{visits_key(member_id)} lacks {', '.join(missing)}")
-        values: dict[str, Any] = {
-            "member_id": fields["member_id"],
-            "as_of_ts": int(fields["as_of_ts"]),
-            "stores_visited": msgspec.json.decode(fields["stores_visited"]),
-            "last_seen_ts": int(fields["last_seen_ts"]),
-            "last_seen_store": fields["last_seen_store"],
-        }
-        return msgspec.convert(values, type=MemberVisits)
+        return _CODEC.read(raw)

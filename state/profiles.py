@@ -13,7 +13,7 @@ Cluster hash tag, so every key of one member lives in one slot (one script touch
 
 ``sp:member:{<member_id>}:profile`` (hash, no TTL: kept until the member is erased)
     One field per ``MemberProfile`` field, named as in the schema, every field always
-    present. Values are UTF-8 strings:
+    present. Values are UTF-8 strings (``state.hashes``, shared by every serving key):
 
     - integers as decimal (``as_of_ts`` and ``member_since_ts`` are epoch milliseconds
       UTC, money is in minor units of the store's currency);
@@ -52,22 +52,16 @@ Cluster hash tag, so every key of one member lives in one slot (one script touch
 
 >>> profile_key("M-1001"), tombstone_key("M-1001")
 ('sp:member:{M-1001}:profile', 'sp:member:{M-1001}:erased')
->>> encode_value(1763870400000), encode_value(0.1), encode_value(None), encode_value(("S1", "S2"))
-('1763870400000', '0.1', '', '["S1","S2"]')
->>> encode_value(True), encode_value(False)
-('1', '0')
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple, cast
-
-import msgspec
-from msgspec import inspect
+from typing import Any, NamedTuple, cast
 
 from connectors.schemas import MemberErased, MemberProfile
+from state.hashes import HashCodec, encode_value
 from state.redis import Client, run_scripted
 
 # KEYS[1] the profile hash, KEYS[2] the erasure tombstone (one member: one slot).
@@ -100,49 +94,7 @@ return 1
 """
 TOMBSTONE_TTL_S = 35 * 86_400  # must exceed the longest replay: input retention + snapshot age
 
-_Kind = Literal["int", "float", "bool", "str", "json"]
-
-
-def _kinds(struct: type[msgspec.Struct]) -> dict[str, tuple[_Kind, bool]]:
-    """Each field's encoding and whether it may be None, from the schema's annotations."""
-    info = inspect.type_info(struct)
-    assert isinstance(info, inspect.StructType)
-    kinds: dict[str, tuple[_Kind, bool]] = {}
-    for field in info.fields:
-        types = field.type.types if isinstance(field.type, inspect.UnionType) else (field.type,)
-        optional = any(isinstance(t, inspect.NoneType) for t in types)
-        [kind] = {_kind(t, f"{struct.__name__}.{field.name}") for t in types if not isinstance(t, inspect.NoneType)}
-        kinds[field.name] = (kind, optional)
-    return kinds
-
-
-def _kind(t: inspect.Type, where: str) -> _Kind:
-    if isinstance(t, inspect.BoolType):
-        return "bool"
-    if isinstance(t, inspect.IntType):
-        return "int"
-    if isinstance(t, inspect.FloatType):
-        return "float"
-    if isinstance(t, inspect.StrType):
-        return "str"
-    if isinstance(t, inspect.LiteralType) and all(isinstance(v, str) for v in t.values):
-        return "str"
-    if isinstance(t, inspect.TupleType | inspect.VarTupleType | inspect.ListType):
-        return "json"
-    raise TypeError(f"{where}: no Redis encoding for {t} (see state/profiles.py)")
-
-
-_FIELDS = _kinds(MemberProfile)  # fails at import, not on the first write, if one has none
-
-
-def _scalar(value: Any) -> Any:
-    """numpy scalars as the Python numbers they hold."""
-    if hasattr(value, "item"):
-        return value.item()
-    raise NotImplementedError(f"cannot encode {type(value).__name__}")
-
-
-_ENCODER = msgspec.json.Encoder(enc_hook=_scalar)
+_CODEC = HashCodec(MemberProfile)
 
 
 def profile_key(member_id: str) -> str:
@@ -155,45 +107,9 @@ def tombstone_key(member_id: str) -> str:
     return f"sp:member:{{{member_id}}}:erased"
 
 
-def encode_value(value: Any) -> str:
-    """One hash value, as the module docstring says."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return repr(float(value))  # float(): numpy's float64 repr is "np.float64(...)"
-    if isinstance(value, tuple | list):
-        return _ENCODER.encode(value).decode()
-    if hasattr(value, "item"):  # a numpy integer
-        return str(value.item())
-    return str(value)
-
-
 def profile_fields(profile: MemberProfile) -> dict[str, str]:
-    """The hash of a profile: every field, encoded with ``encode_value``."""
-    return {name: encode_value(getattr(profile, name)) for name in _FIELDS}
-
-
-def _decode(name: str, text: str) -> Any:
-    kind, optional = _FIELDS[name]
-    if text == "" and optional:
-        return None
-    if kind == "int":
-        return int(text)
-    if kind == "float":
-        return float(text)
-    if kind == "bool":  # anything but "1"/"0" stays text: msgspec.convert refuses it
-        return {"1": True, "0": False}.get(text, text)
-    if kind == "json":
-        return msgspec.json.decode(text)
-    return text
-
-
-def profile_from_fields(fields: dict[str, str]) -> MemberProfile:
-    """The profile a hash holds; ``msgspec.ValidationError`` if it is not one."""
-    values = {name: _decode(name, text) for name, text in fields.items() if name in _FIELDS}
-    return msgspec.convert(values, type=MemberProfile)
+    """The hash of a profile: every field, encoded with ``state.hashes.encode_value``."""
+    return _CODEC.fields(profile)
 
 
 class Applied(NamedTuple):
@@ -279,8 +195,4 @@ class ProfileStore:
         raw = cast(dict[bytes, bytes], self.client.hgetall(profile_key(member_id)))
         if not raw:
             return None
-        return profile_from_fields({_text(k): _text(v) for k, v in raw.items()})
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return _CODEC.read(raw)

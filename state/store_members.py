@@ -1,6 +1,6 @@
 """A store's members in Redis: the repurchase rate that dashboards and other services read.
 
-Writes ``flows.repurchase.StoreMembers`` records (the rule is in that module and in
+Writes ``connectors.schemas.StoreMembers`` records (the rule is in that module and in
 docs/member-profiles.md); every ``write`` is one non-transactional pipeline of one Lua call
 per store (one round trip to a single server, one per node on a Cluster). Idempotent and
 replay-safe: a record replaces the stored one only if its ``as_of_ts`` is not older, so the
@@ -14,7 +14,7 @@ Cluster hash tag, as in ``state.footfall``.
     store), ``members_active``, ``members_repeat`` (decimal integers) and
     ``repurchase_rate`` (a float 0-1 with ``repr``, the shortest string that reads back the
     same; the empty string when no member is active), every field always present: the
-    encoding of ``state.profiles`` (``encode_value``). No member id is ever written.
+    encoding of every serving key (``state.hashes``). No member id is ever written.
 
     Replaced whole (DEL, then HSET of every field, in a Lua script) when the incoming
     ``as_of_ts`` is >= the stored one; otherwise left untouched. Equal ``as_of_ts`` is
@@ -31,10 +31,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import cast
 
-import msgspec
-
 from connectors.schemas import StoreMembers
-from state.profiles import encode_value
+from state.hashes import HashCodec, encode_value
 from state.redis import Client, run_scripted
 
 # KEYS[1] the store's hash; ARGV[1] the record's as_of_ts, ARGV[2..] field, value pairs
@@ -49,41 +47,12 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
 """
 
-_FIELDS = tuple(StoreMembers.__struct_fields__)
+_CODEC = HashCodec(StoreMembers)
 
 
 def store_members_key(store_id: str) -> str:
     """The key of a store's members hash."""
     return f"sp:store:{{{store_id}}}:members"
-
-
-def store_members_fields(members: StoreMembers) -> dict[str, str]:
-    """The hash of a record: every field, encoded with ``state.profiles.encode_value``."""
-    return {name: encode_value(getattr(members, name)) for name in _FIELDS}
-
-
-def store_members_from_fields(fields: dict[str, str]) -> StoreMembers:
-    """The record a hash holds (unknown fields ignored); ``msgspec.ValidationError`` if it
-    is not one."""
-    values: dict[str, object] = {}
-    for name in _FIELDS:
-        if name not in fields:
-            continue  # msgspec.convert names the missing field
-        text = fields[name]
-        if name == "store_id":
-            values[name] = text
-        elif name == "repurchase_rate":
-            values[name] = None if text == "" else _number(text, float)
-        else:
-            values[name] = _number(text, int)
-    return msgspec.convert(values, type=StoreMembers)
-
-
-def _number(text: str, kind: type[int] | type[float]) -> object:
-    try:
-        return kind(text)
-    except ValueError:
-        return text  # left as text: msgspec.convert refuses it with the field's name
 
 
 class StoreMembersStore:
@@ -112,7 +81,7 @@ class StoreMembersStore:
             pipe = self.client.pipeline(transaction=False)
             for record in batch:
                 args: list[str] = [encode_value(record.as_of_ts)]
-                for name, value in store_members_fields(record).items():
+                for name, value in _CODEC.fields(record).items():
                     args += (name, value)
                 # execute_command: redis-py blocks the evalsha method in cluster pipelines
                 pipe.execute_command("EVALSHA", self._sha, 1, store_members_key(record.store_id), *args)
@@ -126,8 +95,4 @@ class StoreMembersStore:
         raw = cast(dict[bytes, bytes], self.client.hgetall(store_members_key(store_id)))
         if not raw:
             return None
-        return store_members_from_fields({_text(k): _text(v) for k, v in raw.items()})
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return _CODEC.read(raw)

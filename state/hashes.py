@@ -1,0 +1,146 @@
+"""A msgspec record as a Redis hash: one field per record field, values as UTF-8 text.
+
+The encoding every serving key of storepulse shares (``state.profiles``,
+``state.member_visits``, ``state.store_members``; their docstrings give the layouts):
+
+- integers as decimal; booleans as ``"1"`` or ``"0"``; floats with ``repr`` (the
+  shortest text that reads back the same); text as is;
+- tuples and lists (of text, or of records such as ``LoyaltyAccount``) as compact JSON;
+- None as the empty string (so an optional text field cannot hold an empty string).
+
+Reading ignores fields it does not know (a newer writer may add some), gives a missing
+field with a default its default, and refuses anything else that is not the record
+(``msgspec.ValidationError`` naming the field) rather than guess.
+
+>>> import msgspec
+>>> class Seen(msgspec.Struct, kw_only=True):
+...     store_id: str
+...     as_of_ts: int
+...     rate: float | None = None
+...     stores: tuple[str, ...] = ()
+>>> codec = HashCodec(Seen)
+>>> codec.fields(Seen(store_id="S1", as_of_ts=5, stores=("S1", "S2")))
+{'store_id': 'S1', 'as_of_ts': '5', 'rate': '', 'stores': '["S1","S2"]'}
+>>> codec.read({b"store_id": b"S1", b"as_of_ts": b"5", b"rate": b"0.5", b"new_field": b"x"})
+Seen(store_id='S1', as_of_ts=5, rate=0.5, stores=())
+>>> codec.read({b"store_id": b"S1", b"as_of_ts": b"five"})
+Traceback (most recent call last):
+...
+msgspec.ValidationError: Expected `int`, got `str` - at `$.as_of_ts`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Generic, Literal, TypeVar
+
+import msgspec
+from msgspec import inspect
+
+Kind = Literal["int", "float", "bool", "str", "json"]
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def _scalar(value: Any) -> Any:
+    """numpy scalars as the Python numbers they hold."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_scalar)
+
+
+def encode_value(value: Any) -> str:
+    """One hash value, as the module docstring says.
+
+    >>> encode_value(1763870400000), encode_value(0.1), encode_value(None), encode_value(("S1", "S2"))
+    ('1763870400000', '0.1', '', '["S1","S2"]')
+    >>> encode_value(True), encode_value(False)
+    ('1', '0')
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(float(value))  # float(): numpy's float64 repr is "np.float64(...)"
+    if isinstance(value, tuple | list):
+        return _ENCODER.encode(value).decode()
+    if hasattr(value, "item"):  # a numpy integer
+        return str(value.item())
+    return str(value)
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class HashCodec(Generic[S]):
+    """Encodes records of one msgspec ``Struct`` type as hashes and reads them back. The
+    encoding of each field comes from the type's annotations, checked when the codec is
+    built (so a field without one fails at import, not on the first write)."""
+
+    def __init__(self, struct: type[S]) -> None:
+        self.struct = struct
+        self.kinds = _kinds(struct)
+
+    def fields(self, record: S) -> dict[str, str]:
+        """The hash of a record: every field, encoded with ``encode_value``."""
+        return {name: encode_value(getattr(record, name)) for name in self.kinds}
+
+    def read(self, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> S:
+        """The record a hash (as ``HGETALL`` returns it) holds; ``msgspec.ValidationError``
+        if it is not one."""
+        values = {}
+        for key, value in raw.items():
+            name = text(key)
+            if name in self.kinds:
+                values[name] = self._decode(name, text(value))
+        return msgspec.convert(values, type=self.struct)
+
+    def _decode(self, name: str, value: str) -> Any:
+        kind, optional = self.kinds[name]
+        if value == "" and optional:
+            return None
+        try:
+            if kind == "int":
+                return int(value)
+            if kind == "float":
+                return float(value)
+            if kind == "json":
+                return msgspec.json.decode(value)
+        except (ValueError, msgspec.DecodeError):
+            return value  # left as text: msgspec.convert refuses it, naming the field
+        if kind == "bool":  # anything but "1"/"0" stays text: msgspec.convert refuses it
+            return {"1": True, "0": False}.get(value, value)
+        return value
+
+
+def _kinds(struct: type[msgspec.Struct]) -> dict[str, tuple[Kind, bool]]:
+    """Each field's encoding and whether it may be None, from the type's annotations."""
+    info = inspect.type_info(struct)
+    assert isinstance(info, inspect.StructType)
+    kinds: dict[str, tuple[Kind, bool]] = {}
+    for field in info.fields:
+        types = field.type.types if isinstance(field.type, inspect.UnionType) else (field.type,)
+        optional = any(isinstance(t, inspect.NoneType) for t in types)
+        [kind] = {_kind(t, f"{struct.__name__}.{field.name}") for t in types if not isinstance(t, inspect.NoneType)}
+        kinds[field.name] = (kind, optional)
+    return kinds
+
+
+def _kind(t: inspect.Type, where: str) -> Kind:
+    if isinstance(t, inspect.BoolType):
+        return "bool"
+    if isinstance(t, inspect.IntType):
+        return "int"
+    if isinstance(t, inspect.FloatType):
+        return "float"
+    if isinstance(t, inspect.StrType):
+        return "str"
+    if isinstance(t, inspect.LiteralType) and all(isinstance(v, str) for v in t.values):
+        return "str"
+    if isinstance(t, inspect.TupleType | inspect.VarTupleType | inspect.ListType):
+        return "json"
+    raise TypeError(f"{where}: no Redis encoding for {t} (see state/hashes.py)")
