@@ -6,6 +6,7 @@ storepulse simulate                  write a scenario to Kafka at a set rate
 storepulse catalog load FILE.yaml    load malls, stores, sensors, campaigns into Redis
 storepulse catalog export            write a scenario's catalog as YAML
 storepulse eval footfall|profiles    engine footfall or member profiles vs the simulator's truth
+storepulse eval alerts               the sales-drop detector vs labelled incidents
 storepulse profile show MEMBER_ID    a member's profile as stored in Redis
 storepulse bench profile-latency     sale to profile in Redis, measured against a running engine
 storepulse dashboards push           push the Grafana dashboards
@@ -135,10 +136,11 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
 
     ev = sub.add_parser("eval", help="compare the engine's results with the simulator's truth")
-    ev.add_argument("what", choices=["footfall", "profiles"])
+    ev.add_argument("what", choices=["footfall", "profiles", "alerts"])
     ev.add_argument(
         "--scenario",
-        help="bundled scenario name or YAML path (default: eval-footfall for footfall, members-month for profiles)",
+        help="bundled scenario name or YAML path (default: eval-footfall for footfall, members-month for "
+        "profiles; alerts has its own labelled scenario, simulators/sales_drops.py)",
     )
     ev.add_argument("--seed", type=int, default=7, help="random seed of the simulation (default: 7)")
     ev.add_argument("--json", action="store_true", help="print only the JSON result")
@@ -259,6 +261,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if args.what == "profiles":
             return evaluate_profiles(args.scenario or "members-month", args.seed, as_json=args.json)
+        if args.what == "alerts":
+            from storepulse.eval_alerts import evaluate_alerts
+
+            return evaluate_alerts(args.seed, as_json=args.json)
         return evaluate_footfall(args.scenario or "eval-footfall", args.seed, as_json=args.json)
     if args.command == "profile":
         from storepulse.run import show_profile
