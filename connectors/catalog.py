@@ -150,6 +150,21 @@ class Merchant(msgspec.Struct, kw_only=True, frozen=True):
     loyalty: Loyalty | None = None
 
 
+class Holiday(msgspec.Struct, kw_only=True, frozen=True):
+    """A local date that is not a normal day for sales (``YYYY-MM-DD`` in each store's
+    zone). ``factor``: sales expected against a normal day of that weekday (1.6: busier,
+    0.4: quieter), None when unknown (the drop detector then neither scores nor learns the
+    day). ``stores``: the stores it applies to; empty for every store."""
+
+    date: str
+    name: str = ""
+    factor: float | None = None
+    stores: list[str] = []
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 class Campaign(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=False):
     campaign_id: str
     name: str
@@ -164,6 +179,7 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
     sensors: list[Sensor] = []
     campaigns: list[Campaign] = []
     merchants: list[Merchant] = []
+    holidays: list[Holiday] = []
 
     @classmethod
     def from_yaml(cls, text: str) -> Catalog:
@@ -212,6 +228,14 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
             if not _CURRENCY.fullmatch(store.currency):
                 raise CatalogError(f"store {store.store_id}: currency {store.currency!r} is not a "
                                    "3-letter uppercase ISO 4217 code such as CNY")
+        for holiday in self.holidays:
+            if not _DATE.fullmatch(holiday.date):
+                raise CatalogError(f"holiday {holiday.date!r}: not a YYYY-MM-DD date")
+            if holiday.factor is not None and holiday.factor < 0:
+                raise CatalogError(f"holiday {holiday.date}: factor {holiday.factor} is negative")
+            unknown = [s for s in holiday.stores if s not in self._stores]
+            if unknown:
+                raise CatalogError(f"holiday {holiday.date}: unknown stores {', '.join(unknown)}")
         for merchant in self.merchants:
             problem = merchant.loyalty.problem() if merchant.loyalty is not None else None
             if problem is not None:
@@ -239,6 +263,16 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
     @cached_property
     def _loyalty(self) -> dict[str, Loyalty]:
         return {m.merchant_id: m.loyalty for m in self.merchants if m.loyalty is not None}
+
+    def holidays_of(self, store_id: str) -> dict[str, float | None]:
+        """The store's holidays: local date -> expected factor (None: unknown), as the drop
+        detector takes them (``flows.drop_detector.SalesDropDetector``).
+
+        >>> cat = Catalog(holidays=[Holiday(date="2026-10-01", factor=1.6), Holiday(date="2026-10-02", stores=["S9"])])
+        >>> cat.holidays_of("S1"), cat.holidays_of("S9")
+        ({'2026-10-01': 1.6}, {'2026-10-01': 1.6, '2026-10-02': None})
+        """
+        return {h.date: h.factor for h in self.holidays if not h.stores or store_id in h.stores}
 
     def loyalty(self, merchant_id: str) -> Loyalty | None:
         """The merchant's points programme, None if it has none (or is not listed)."""

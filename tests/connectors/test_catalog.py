@@ -41,3 +41,30 @@ def test_validate_refuses_a_bad_currency_in_a_catalog_built_in_code() -> None:
     stores = [msgspec.structs.replace(s, currency="yuan") if s.store_id == "S8" else s for s in catalog.stores]
     with pytest.raises(CatalogError, match="store S8: currency 'yuan' is not a 3-letter uppercase ISO 4217 code"):
         Catalog(malls=catalog.malls, stores=stores).validate()
+
+
+HOLIDAYS = """
+holidays:
+  - {date: "2026-10-01", name: National Day, factor: 1.6}
+  - {date: "2026-10-02", name: Golden Week, stores: [S8]}
+"""
+
+
+def test_holidays_apply_to_every_store_or_to_the_stores_they_name() -> None:
+    catalog = Catalog.from_yaml(STORES + HOLIDAYS)
+    assert catalog.holidays_of("S1") == {"2026-10-01": 1.6}
+    assert catalog.holidays_of("S8") == {"2026-10-01": 1.6, "2026-10-02": None}
+    assert Catalog.from_yaml(catalog.to_yaml()) == catalog
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (("2026-10-01", "2026/10/01"), "not a YYYY-MM-DD date"),
+        (("factor: 1.6", "factor: -1"), "factor -1.0 is negative"),
+        (("stores: [S8]", "stores: [S404]"), "unknown stores S404"),
+    ],
+)
+def test_a_broken_holiday_is_refused_with_its_reason(change: tuple[str, str], reason: str) -> None:
+    with pytest.raises(CatalogError, match=reason):
+        Catalog.from_yaml(STORES + HOLIDAYS.replace(*change))
