@@ -180,6 +180,17 @@ STORE_REPURCHASE_RATE = Gauge(
     "Share of the store's active members (30 days) with two or more purchases in those 30 days.",
     ["store"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "storepulse_webhook_deliveries",
+    "Webhook messages finished, by receiver and reason (delivered, or why it was given up "
+    "and dead-lettered: rejected, tls, http_429, http_5xx, timeout, connection).",
+    ["receiver", "reason"],
+)
+WEBHOOK_ATTEMPT_FAILURES = Counter(
+    "storepulse_webhook_attempt_failures",
+    "Failed webhook POST attempts (each retried or given up), by receiver and reason.",
+    ["receiver", "reason"],
+)
 CATALOG_CHECK_FAILURES = Counter(
     "storepulse_catalog_check_failures",
     "Catalog version checks that failed, by reason (unreachable: Redis did not answer; "
