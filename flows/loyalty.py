@@ -12,7 +12,7 @@ the result does not depend on how the input topics and partitions interleave.
 >>> book = LoyaltyBook()
 >>> book.sale("X", DAY_MS * 2, "T2", 10_000, 0)   # arrives first, but is replayed second
 >>> book.sale("X", DAY_MS, "T1", 60_000, 100)     # 600 points at member, pays 100: gold after
->>> book.refund("X", DAY_MS * 3, "R1", ("T2", DAY_MS * 2, 5_000), 5_000)  # half of T2 back
+>>> book.refund("X", DAY_MS * 3, "R1", 5_000, NamedSale("T2", DAY_MS * 2, "X", 5_000))  # half of T2 back
 >>> [acc] = book.accounts({"X": gold}.get, DAY_MS * 3)
 >>> acc.level, acc.earned, acc.redeemed, acc.taken_back, acc.points, acc.qualifying_spend
 ('gold', 800, 100, 100, 600, 65000)
@@ -64,6 +64,16 @@ class Entry(NamedTuple):
     target: str | None
     r: int
     attributed_ts: int
+
+
+class NamedSale(NamedTuple):
+    """The remembered sale a refund names (rule 4 of the transactions): its txn id, ts and
+    merchant, and how much of it the refund refunded (``r``, decided at arrival)."""
+
+    txn_id: str
+    ts: int
+    merchant_id: str
+    refunded: int
 
 
 @dataclass(slots=True)
@@ -216,25 +226,19 @@ class LoyaltyBook:
     settled: dict[str, Account] = field(default_factory=dict)
     birthdays: list[tuple[int, int, str | None]] = field(default_factory=list)
     arrivals: int = 0
-    sale_merchant: dict[str, tuple[str, int]] = field(default_factory=dict)  # txn id -> (merchant, ts)
 
     def sale(self, merchant_id: str, ts: int, txn_id: str, amount: int, redeemed: int) -> None:
         """A sale or zero sale the ledger applied."""
         self._add(merchant_id, Entry(ts, SALE, txn_id, ts, amount, redeemed, None, 0, ts))
-        if amount > 0:
-            self.sale_merchant[txn_id] = (merchant_id, ts)
 
-    def refund(
-        self, merchant_id: str, ts: int, txn_id: str, named: tuple[str, int, int] | None, amount: int
-    ) -> None:
-        """A refund the ledger applied; ``named`` is (sale txn id, sale ts, r) for one that
-        names a remembered sale (replayed in that sale's account), None for an unmatched one."""
+    def refund(self, merchant_id: str, ts: int, txn_id: str, amount: int, named: NamedSale | None = None) -> None:
+        """A refund the ledger applied: of the remembered sale ``named`` (replayed in that
+        sale's account), or unmatched (None)."""
         if named is None:
             self._add(merchant_id, Entry(ts, REFUND, txn_id, ts, amount, 0, None, 0, ts))
             return
-        target, sale_ts, r = named
-        merchant_id = self.sale_merchant.get(target, (merchant_id, sale_ts))[0]
-        self._add(merchant_id, Entry(max(ts, sale_ts), REFUND, txn_id, ts, amount, 0, target, r, sale_ts))
+        entry = Entry(max(ts, named.ts), REFUND, txn_id, ts, amount, 0, named.txn_id, named.refunded, named.ts)
+        self._add(named.merchant_id, entry)
 
     def profile_event(self, ts: int, birthday: str | None) -> None:
         self.arrivals += 1
@@ -283,4 +287,3 @@ class LoyaltyBook:
                 del self.entries[merchant_id]
         older = bisect.bisect_right(self.birthdays, (horizon, self.arrivals + 1))
         del self.birthdays[: max(0, older - 1)]  # keep the newest one at or before the horizon
-        self.sale_merchant = {t: (m, ts) for t, (m, ts) in self.sale_merchant.items() if ts > horizon}

@@ -60,10 +60,11 @@ import math
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from connectors.records import MemberChange, Sale
 from connectors.schemas import Item, LoyaltyAccount, MemberProfile
-from flows.loyalty import LoyaltyBook, LoyaltyOf, no_loyalty
+from flows.loyalty import LoyaltyBook, LoyaltyOf, NamedSale, no_loyalty
 
 DAY_MS = 86_400_000
 MEMORY_MS = 400 * DAY_MS  # applied txn ids and refundable sales
@@ -96,11 +97,12 @@ class Applied(StrEnum):
 
 @dataclass(slots=True)
 class RememberedSale:
-    """A sale a refund can name: its ts, the amount not refunded yet, its items."""
+    """A sale a refund can name: its ts, the amount not refunded yet, its items, its merchant."""
 
     ts: int
     left: int
     items: tuple[Item, ...]
+    merchant_id: str = ""
 
 
 @dataclass(slots=True)
@@ -142,6 +144,14 @@ class MemberLedger:
     erased_ts: int | None = None  # the newest erase: every record with ts <= it is dropped
     recent: tuple[Sale | MemberChange, ...] = ()  # applied records, ts > as_of_ts - REPLAY_MS
     loyalty: LoyaltyBook = field(default_factory=LoyaltyBook)  # entries per merchant, birthdays
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A ledger snapshotted by an earlier release resumes: the fields added since (the
+        loyalty book, a remembered sale's merchant) take their defaults."""
+        self.__dict__.update(MemberLedger().__dict__ | state)
+        for sale in self.remembered.values():
+            if not hasattr(sale, "merchant_id"):
+                sale.merchant_id = ""
 
     def erase(self, ts: int) -> int:
         """Forget every record with ``ts`` <= the erase's (rule 5 of "Member events"), in
@@ -342,7 +352,7 @@ class MemberLedger:
         if sale.payment:  # "" is a record from before payments were carried: unknown
             self.payment_uses[sale.payment] = self.payment_uses.get(sale.payment, 0) + 1
         if sale.ts > now - MEMORY_MS:
-            self.remembered[sale.txn_id] = RememberedSale(sale.ts, sale.amount, tuple(sale.items))
+            self.remembered[sale.txn_id] = RememberedSale(sale.ts, sale.amount, tuple(sale.items), sale.merchant_id)
         self._add_to_window(sale.ts, sale.amount, 1, now)
 
     def _refund(self, refund: Sale, now: int) -> Applied:
@@ -353,12 +363,12 @@ class MemberLedger:
             target.left -= taken
             self.refunded += taken
             self._add_to_window(target.ts, -taken, 0, now)  # the sale's spend shrinks
-            named = (refund.ref_txn_id or "", target.ts, taken)
-            self.loyalty.refund(refund.merchant_id, refund.ts, refund.txn_id, named, refund.amount)
+            named = NamedSale(refund.ref_txn_id or "", target.ts, target.merchant_id, taken)
+            self.loyalty.refund(refund.merchant_id, refund.ts, refund.txn_id, refund.amount, named)
             return Applied.REFUND_OF_SALE
         self.refunded += refund.amount
         self._add_to_window(refund.ts, -refund.amount, 0, now)
-        self.loyalty.refund(refund.merchant_id, refund.ts, refund.txn_id, None, refund.amount)
+        self.loyalty.refund(refund.merchant_id, refund.ts, refund.txn_id, refund.amount)
         return Applied.REFUND_UNMATCHED
 
     def _bought_at(self, store_id: str, ts: int) -> None:

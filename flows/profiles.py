@@ -97,9 +97,11 @@ class ProfileLogic(StatefulBatchLogic[Sale | MemberChange, ProfileOutput, bytes]
                     produced.append(value.produced_ms)
             elif value.kind == "erase":
                 self._erase(member_id, value.ts, out)
-            else:
+            elif value.device is None:
+                ledger.change(value)
+            else:  # a binding event: tell the device, and forget a device it pushed out
                 devices = set(ledger.device_events)
-                if ledger.change(value) is Applied.MEMBER_EVENT and value.device is not None:
+                if ledger.change(value) is Applied.MEMBER_EVENT:
                     bound = value.kind == "bind_device"
                     out.append(DeviceBinding(value.device, member_id, value.ts, bound))
                 for dropped in devices - ledger.device_events.keys():  # beyond the 20 kept

@@ -5,6 +5,7 @@ the comments; the month-long comparison with the independent batch recomputation
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 
 import pytest
@@ -13,8 +14,8 @@ from prometheus_client import REGISTRY
 from connectors.catalog import Level, Loyalty
 from connectors.records import DeviceBinding, MemberChange, ProfileLatency, Sale, StoreForget, StorePurchase
 from connectors.schemas import LoyaltyAccount, MemberErased, MemberProfile
-from flows.loyalty import LoyaltyBook
-from flows.member_ledger import DAY_MS, MemberLedger
+from flows.loyalty import LoyaltyBook, NamedSale
+from flows.member_ledger import DAY_MS, MemberLedger, RememberedSale
 from flows.profiles import ProfileLogic
 
 T0 = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp() * 1000)  # a Monday in March (UTC)
@@ -236,7 +237,26 @@ def test_folding_entries_out_of_the_400_day_memory_changes_no_account() -> None:
         for book in (folded, whole):
             book.sale("X", ts, f"T{n}", 7_000 + 1_000 * (n % 5), 30 if n % 7 == 0 else 0)
             if n % 9 == 0:
-                book.refund("X", ts + 5 * DAY_MS, f"R{n}", (f"T{n}", ts, 7_000 + 1_000 * (n % 5)), 7_000)
+                book.refund("X", ts + 5 * DAY_MS, f"R{n}", 7_000, NamedSale(f"T{n}", ts, "X", 7_000 + 1_000 * (n % 5)))
         folded.fold(programs, ts)
         assert folded.accounts(programs, ts) == whole.accounts(programs, ts)
     assert folded.settled and len(folded.entries["X"]) < len(whole.entries["X"])  # it did fold
+
+
+def test_a_ledger_snapshotted_before_loyalty_resumes_with_an_empty_book() -> None:
+    # The state an earlier release pickled: no loyalty book, remembered sales without a merchant.
+    old = MemberLedger()
+    old.apply(sale(0, "T1", 10_000))
+    state = dict(old.__dict__)
+    del state["loyalty"]
+    remembered = object.__new__(RememberedSale)
+    for name, value in (("ts", T0), ("left", 10_000), ("items", ())):
+        object.__setattr__(remembered, name, value)
+    state["remembered"] = {"T1": remembered}
+    resumed = pickle.loads(pickle.dumps(state))
+    ledger = MemberLedger.__new__(MemberLedger)
+    ledger.__setstate__(resumed)
+    assert ledger.loyalty == LoyaltyBook() and ledger.remembered["T1"].merchant_id == ""
+    ledger.apply(refund(1, "R1", 4_000, "T1"))  # names the old sale: the profile still works
+    p = ledger.profile("M1", programs)
+    assert (p.refunded, p.loyalty) == (4_000, ())
