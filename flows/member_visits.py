@@ -227,16 +227,15 @@ class MemberVisitsState:
     stores: dict[str, int] = field(default_factory=dict)
     erased_ts: int | None = None
 
-    def visit(self, v: MemberVisit) -> bool:
-        """Apply a visit; False if its ``end_ts`` is not after the erase in force (dropped)."""
+    def visit(self, v: MemberVisit) -> None:
+        """Apply a visit; dropped if its ``end_ts`` is not after the erase in force."""
         if self.erased_ts is not None and v.end_ts <= self.erased_ts:
-            return False
+            return
         stores = self.stores
         if v.end_ts > stores.get(v.store_id, v.end_ts - 1):
             stores[v.store_id] = v.end_ts
             if len(stores) > STORES_KEPT:  # the oldest goes (ties: the larger store id)
                 del stores[max(stores, key=lambda s: (-stores[s], s))]
-        return True
 
     def erase(self, ts: int) -> int:
         """Forget every visit with ``end_ts`` <= ``ts``; the erase ts in force after it."""
@@ -352,4 +351,3 @@ def track_member_visits(
 
     outputs = op.stateful_batch(step_id, merged, build)  # (member_id, MemberVisits | VisitsErased)
     return op.key_rm(f"unkey_{step_id}", outputs)
-

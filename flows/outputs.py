@@ -325,19 +325,6 @@ class RedisProfileSink(_RedisSink):
         )
 
 
-class _StoreMembersUpdates:
-    """``state.store_members.StoreMembersStore.write`` as the ``write`` that
-    ``_RedisPartition`` calls."""
-
-    def __init__(self, client: Any) -> None:
-        from state.store_members import StoreMembersStore
-
-        self.store = StoreMembersStore(client)
-
-    def write(self, records: list[StoreMembers]) -> list[StoreMembers]:
-        return self.store.write(records)
-
-
 def set_store_gauges(written: list[StoreMembers]) -> None:
     """Sets the two store gauges from the records written."""
     for record in written:
@@ -362,8 +349,10 @@ class RedisStoreMembersSink(_RedisSink):
     """
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        from state.store_members import StoreMembersStore
+
         return self._build(
-            _StoreMembersUpdates,
+            StoreMembersStore,
             f"redis-store-members[{worker_index}]",
             kinds=(StoreMembers,),
             on_written=set_store_gauges,

@@ -19,8 +19,8 @@ field with a default its default, and refuses anything else that is not the reco
 ...     rate: float | None = None
 ...     stores: tuple[str, ...] = ()
 >>> codec = HashCodec(Seen)
->>> codec.fields(Seen(store_id="S1", as_of_ts=5, stores=("S1", "S2")))
-{'store_id': 'S1', 'as_of_ts': '5', 'rate': '', 'stores': '["S1","S2"]'}
+>>> codec.pairs(Seen(store_id="S1", as_of_ts=5, stores=("S1", "S2")))
+['store_id', 'S1', 'as_of_ts', '5', 'rate', '', 'stores', '["S1","S2"]']
 >>> codec.read({b"store_id": b"S1", b"as_of_ts": b"5", b"rate": b"0.5", b"new_field": b"x"})
 Seen(store_id='S1', as_of_ts=5, rate=0.5, stores=())
 >>> codec.read({b"store_id": b"S1", b"as_of_ts": b"five"})
@@ -31,6 +31,7 @@ msgspec.ValidationError: Expected `int`, got `str` - at `$.as_of_ts`
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any, Generic, Literal, TypeVar
 
@@ -72,6 +73,29 @@ def encode_value(value: Any) -> str:
     return str(value)
 
 
+# KEYS[1] a record's hash; KEYS[2], if given, its owner's erasure tombstone (a string
+# holding the erasure's ts; same hash tag). ARGV[1] the record's as_of_ts, ARGV[2..] its
+# ``HashCodec.pairs``. Replaces the hash whole (DEL, then HSET) unless the stored as_of_ts
+# is newer or the tombstone's ts is not older; returns 1 if written, 0 if not.
+REPLACE_IF_NEWER_LUA = """
+local ts = tonumber(ARGV[1])
+local current = redis.call('HGET', KEYS[1], 'as_of_ts')
+if current and tonumber(current) > ts then
+  return 0
+end
+if KEYS[2] then
+  local erased = redis.call('GET', KEYS[2])
+  if erased and tonumber(erased) >= ts then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+REPLACE_IF_NEWER_SHA = hashlib.sha1(REPLACE_IF_NEWER_LUA.encode()).hexdigest()
+
+
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -85,9 +109,10 @@ class HashCodec(Generic[S]):
         self.struct = struct
         self.kinds = _kinds(struct)
 
-    def fields(self, record: S) -> dict[str, str]:
-        """The hash of a record: every field, encoded with ``encode_value``."""
-        return {name: encode_value(getattr(record, name)) for name in self.kinds}
+    def pairs(self, record: S) -> list[str]:
+        """The hash of a record as the arguments of ``HSET``: ``[name, value, ...]`` for
+        every field, each value encoded with ``encode_value``."""
+        return [part for name in self.kinds for part in (name, encode_value(getattr(record, name)))]
 
     def read(self, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> S:
         """The record a hash (as ``HGETALL`` returns it) holds; ``msgspec.ValidationError``

@@ -1,7 +1,8 @@
 """Member visits in Redis: the copy of each member's stores visited and last seen that other
 services read (``connectors.schemas.MemberVisits``; docs/member-profiles.md, "Visits").
 
-Every ``write`` is one non-transactional pipeline of one Lua call per record (one round
+Every ``write`` is one non-transactional pipeline of one Lua call per ``MemberVisits``
+(``state.hashes.REPLACE_IF_NEWER_LUA``) and one ``DEL`` per ``VisitsErased`` (one round
 trip to a single server, one per node on a Cluster). Idempotent and replay-safe as
 ``state.profiles``: a record replaces the stored one only if its ``as_of_ts`` is not older
 and it is newer than the member's erasure tombstone.
@@ -23,36 +24,13 @@ and it is newer than the member's erasure tombstone.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 from connectors.schemas import MemberVisits, VisitsErased
-from state.hashes import HashCodec, encode_value
+from state.hashes import REPLACE_IF_NEWER_LUA, REPLACE_IF_NEWER_SHA, HashCodec, encode_value
 from state.profiles import tombstone_key
 from state.redis import Client, run_scripted
-
-# KEYS[1] the visits hash, KEYS[2] the member's erasure tombstone (one member: one slot).
-# ARGV[1] "w" (write) or "e" (erase). "w": ARGV[2] as_of_ts, ARGV[3..] field, value pairs;
-# returns 1 if written, 0 if the stored record is newer or the tombstone not older.
-# "e": deletes the hash; returns 1 if there was one.
-_WRITE_LUA = """
-if ARGV[1] == 'e' then
-  return redis.call('DEL', KEYS[1])
-end
-local ts = tonumber(ARGV[2])
-local current = redis.call('HGET', KEYS[1], 'as_of_ts')
-if current and tonumber(current) > ts then
-  return 0
-end
-local erased = redis.call('GET', KEYS[2])
-if erased and tonumber(erased) >= ts then
-  return 0
-end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-return 1
-"""
 
 _CODEC = HashCodec(MemberVisits)
 
@@ -74,7 +52,6 @@ class MemberVisitsStore:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self._sha = hashlib.sha1(_WRITE_LUA.encode()).hexdigest()
 
     def write(self, records: Sequence[MemberVisits | VisitsErased]) -> Written:
         """Write a batch in one pipeline, in order. Raises redis errors; safe to retry whole."""
@@ -84,22 +61,20 @@ class MemberVisitsStore:
                 raise TypeError(f"MemberVisitsStore.write: unexpected {type(record).__name__}")
         if not batch:
             return Written(0, 0)
-        results = run_scripted(self.client, lambda: self._pipeline(batch), _WRITE_LUA)
+        results = run_scripted(self.client, lambda: self._pipeline(batch), REPLACE_IF_NEWER_LUA)
         written = sum(int(r) for r, rec in zip(results, batch, strict=True) if isinstance(rec, MemberVisits))
         return Written(written, sum(int(r) for r in results) - written)
 
     def _pipeline(self, records: list[MemberVisits | VisitsErased]) -> Any:
         pipe: Any = self.client.pipeline(transaction=False)
         for record in records:
-            args: list[str]
-            if isinstance(record, MemberVisits):
-                args = ["w", encode_value(record.as_of_ts)]
-                for name, value in _CODEC.fields(record).items():
-                    args += (name, value)
-            else:
-                args = ["e"]
-            keys = (visits_key(record.member_id), tombstone_key(record.member_id))
-            pipe.execute_command("EVALSHA", self._sha, 2, *keys, *args)
+            key = visits_key(record.member_id)
+            if isinstance(record, VisitsErased):
+                pipe.delete(key)
+                continue
+            args = (encode_value(record.as_of_ts), *_CODEC.pairs(record))
+            # execute_command: redis-py blocks the evalsha method in cluster pipelines
+            pipe.execute_command("EVALSHA", REPLACE_IF_NEWER_SHA, 2, key, tombstone_key(record.member_id), *args)
         return pipe
 
     def read(self, member_id: str) -> MemberVisits | None:

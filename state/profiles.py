@@ -107,11 +107,6 @@ def tombstone_key(member_id: str) -> str:
     return f"sp:member:{{{member_id}}}:erased"
 
 
-def profile_fields(profile: MemberProfile) -> dict[str, str]:
-    """The hash of a profile: every field, encoded with ``state.hashes.encode_value``."""
-    return _CODEC.fields(profile)
-
-
 class Applied(NamedTuple):
     """What one ``ProfileStore.apply`` did: profiles written, erasures newly applied."""
 
@@ -179,9 +174,7 @@ class ProfileStore:
         for record in records:
             args: list[str]
             if isinstance(record, MemberProfile):
-                args = ["w", encode_value(record.as_of_ts)]
-                for name, value in profile_fields(record).items():
-                    args += (name, value)
+                args = ["w", encode_value(record.as_of_ts), *_CODEC.pairs(record)]
             else:
                 args = ["e", encode_value(record.ts), str(self.tombstone_ttl_s)]
             keys = (profile_key(record.member_id), tombstone_key(record.member_id))

@@ -27,25 +27,12 @@ Cluster hash tag, as in ``state.footfall``.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import cast
 
 from connectors.schemas import StoreMembers
-from state.hashes import HashCodec, encode_value
+from state.hashes import REPLACE_IF_NEWER_LUA, REPLACE_IF_NEWER_SHA, HashCodec, encode_value
 from state.redis import Client, run_scripted
-
-# KEYS[1] the store's hash; ARGV[1] the record's as_of_ts, ARGV[2..] field, value pairs
-# (every field). Returns 1 if written, 0 if the stored record is newer.
-_WRITE_LUA = """
-local current = redis.call('HGET', KEYS[1], 'as_of_ts')
-if current and tonumber(current) > tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-return 1
-"""
 
 _CODEC = HashCodec(StoreMembers)
 
@@ -60,7 +47,6 @@ class StoreMembersStore:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self._sha = hashlib.sha1(_WRITE_LUA.encode()).hexdigest()
 
     def write(self, records: Sequence[StoreMembers]) -> list[StoreMembers]:
         """Write a batch in one pipeline; of several records of one store only the newest
@@ -80,14 +66,14 @@ class StoreMembersStore:
         def pipeline() -> object:
             pipe = self.client.pipeline(transaction=False)
             for record in batch:
-                args: list[str] = [encode_value(record.as_of_ts)]
-                for name, value in _CODEC.fields(record).items():
-                    args += (name, value)
+                key = store_members_key(record.store_id)
                 # execute_command: redis-py blocks the evalsha method in cluster pipelines
-                pipe.execute_command("EVALSHA", self._sha, 1, store_members_key(record.store_id), *args)
+                pipe.execute_command(
+                    "EVALSHA", REPLACE_IF_NEWER_SHA, 1, key, encode_value(record.as_of_ts), *_CODEC.pairs(record)
+                )
             return pipe
 
-        results = run_scripted(self.client, pipeline, _WRITE_LUA)
+        results = run_scripted(self.client, pipeline, REPLACE_IF_NEWER_LUA)
         return [record for record, result in zip(batch, results, strict=True) if int(result)]
 
     def read(self, store_id: str) -> StoreMembers | None:

@@ -6,7 +6,6 @@ footfall's emission of device visits; the Redis sink through a real redis-server
 from __future__ import annotations
 
 import pickle
-import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +43,7 @@ from state.redis import Backoff
 from storepulse.health import Readiness
 from tests.fixtures.redis import RedisServer
 from tests.flows.test_outputs import write_through_an_outage
+from tests.flows.test_profiles import snaps
 
 T0 = 1_763_870_400_000  # 2025-11-23 04:00:00 UTC
 MIN = 60_000
@@ -339,14 +339,6 @@ def run_steps(
     records = track_member_visits("track_member_visits", member_visits, erasures, tombstone_s=tombstone_s)
     op.output("write", records, TestingSink(out))
     run_main(flow, epoch_interval=None if recovery is None else timedelta(0), recovery_config=recovery)
-
-
-def snaps(recovery_dir: Path) -> list[tuple[str, str, int, bytes | None]]:
-    rows: list[tuple[str, str, int, bytes | None]] = []
-    for part in sorted(recovery_dir.glob("part-*.sqlite3")):
-        with sqlite3.connect(part) as db:
-            rows += db.execute("SELECT step_id, state_key, snap_epoch, ser_change FROM snaps").fetchall()
-    return rows
 
 
 def newest_snapshot(recovery_dir: Path, step: str, key: str) -> tuple[int, bytes | None]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pickle
 import random
-import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
@@ -24,6 +23,7 @@ from hypothesis import strategies as st
 from connectors.records import StoreForget, StorePurchase
 from connectors.schemas import StoreMembers
 from flows.repurchase import RepurchaseLogic, StoreMembersState, keyed_by_store, store_repurchase
+from tests.flows.test_profiles import snaps
 
 T0 = 1_763_870_400_000  # 2025-11-23 04:00:00 UTC
 DAY = 86_400_000  # written out here, not imported: the oracle does not share the code's constants
@@ -253,11 +253,7 @@ def run_flow(items: list, out: list, recovery: RecoveryConfig | None = None) -> 
 
 
 def s1_snapshots(recovery_dir: Path) -> list[tuple[int, bytes | None]]:
-    rows: list[tuple[str, str, int, bytes | None]] = []
-    for part in sorted(recovery_dir.glob("part-*.sqlite3")):
-        with sqlite3.connect(part) as db:
-            rows += db.execute("SELECT step_id, state_key, snap_epoch, ser_change FROM snaps").fetchall()
-    return sorted((epoch, change) for step, key, epoch, change in rows
+    return sorted((epoch, change) for step, key, epoch, change in snaps(recovery_dir)
                   if step.endswith(".count_repurchase") and key == "S1")  # fmt: skip
 
 

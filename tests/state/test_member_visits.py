@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from redis.cluster import RedisCluster
 
 from connectors.schemas import MemberVisits, VisitsErased
 from state.member_visits import MemberVisitsStore, visits_key
 from state.profiles import ProfileStore
+from state.redis import connect
 
 T0 = 1_763_870_400_000
 HOUR = 3_600_000
@@ -94,3 +96,19 @@ def test_a_hash_that_is_not_a_record_is_refused(redis_client) -> None:
         MemberVisitsStore(redis_client).read("ALICE")
     with pytest.raises(TypeError):
         MemberVisitsStore(redis_client).write(["nope"])  # type: ignore[list-item]
+
+
+def test_member_visits_on_a_redis_cluster(redis_cluster_server) -> None:
+    client = connect(redis_cluster_server.url)
+    assert isinstance(client, RedisCluster)
+    client.flushall()
+    client.script_flush()  # the NOSCRIPT path through a cluster pipeline
+    store = MemberVisitsStore(client)
+    records = [msgspec.structs.replace(ALICE, member_id=f"M{n}") for n in range(30)]
+    assert len({client.keyslot(visits_key(r.member_id)) for r in records}) > 1  # across slots
+    erasures = [VisitsErased(member_id=r.member_id, ts=T0 + DAY) for r in records[:10]]
+    assert store.write(records) == (30, 0)
+    assert store.write([*erasures, later(records[3], 30)]) == (1, 10)
+    assert store.read("M3") == later(records[3], 30) and store.read("M4") is None
+    assert [store.read(r.member_id) for r in records[10:]] == records[10:]
+    client.close()
