@@ -55,7 +55,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from state.redis import Backoff
@@ -68,10 +68,9 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_TOLERANCE_S = 300
 """How far a ``webhook-timestamp`` may be from the receiver's clock (Standard Webhooks: 5 min)."""
-REASONS = ("delivered", "rejected", "tls", "http_429", "http_5xx", "timeout", "connection")
-"""Every ``Delivery.reason``: the first means delivered, the others why it was given up."""
-
 Reason = Literal["delivered", "rejected", "tls", "http_429", "http_5xx", "timeout", "connection"]
+REASONS: tuple[Reason, ...] = get_args(Reason)
+"""Every ``Delivery.reason``: the first means delivered, the others why it was given up."""
 
 
 class SignatureError(StorepulseError):

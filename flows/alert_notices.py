@@ -204,8 +204,6 @@ def encode_body(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-
-
 def send_alert(
     sender: WebhookSender, notice: AlertNotice, *, external_url: str = "", generator_url: str = ""
 ) -> Delivery:

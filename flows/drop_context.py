@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 HALF_LIFE_BUCKETS = 2016  # a week of 5-minute buckets
+_KEEP = 0.5 ** (1 / HALF_LIFE_BUCKETS)  # what a normal bucket keeps of the usual sales
 MIN_SHARE = 0.15
 MIN_EXPECTED = 5.0
 SILENT = 0.1
@@ -81,9 +82,8 @@ class DropContext:
         if sales > 0:
             self.last_sale_ts = ts_ms
         if not suspect:
-            keep = 0.5 ** (1 / HALF_LIFE_BUCKETS)
             for method in self.usual:
-                self.usual[method] *= keep
+                self.usual[method] *= _KEEP
             for method, n in sales_by_method.items():
                 self.usual[method] = self.usual.get(method, 0.0) + n
             self._reset_window()
@@ -122,7 +122,7 @@ class DropContext:
         if self.footfall_known and self.window_footfall_expected > 0:
             ratio = round(self.window_footfall / self.window_footfall_expected, 3)
         if silent:
-            cause = f"payment:{silent[0]}" if len(silent) == 1 else "payment:" + ",".join(silent)
+            cause = "payment:" + ",".join(silent)
         elif ratio is not None and ratio <= TRAFFIC:
             cause = "traffic"
         else:

@@ -51,7 +51,8 @@ against ``factor x`` the normal expectation, a date with ``None`` (or a plain se
 is neither scored nor learned. No holiday date is ever learned from.
 
 State: plain lists of floats (7 x slots per day, twice, plus per-slot sums and 7 cached
-weekday factors), the two sums and the held-back buckets (at most ``max_pending``).
+weekday factors), the two sums and the held-back buckets (at most ``MAX_PENDING``, two
+days; the oldest is learned when one more comes).
 Picklable, deterministic, O(1) per bucket (amortised over the held-back buckets).
 
 >>> import math
@@ -94,6 +95,7 @@ from zoneinfo import ZoneInfo
 
 DAY_MS = 86_400_000
 _HOUR_MS = 3_600_000
+MAX_PENDING = 576  # held-back buckets: two days of 5-minute buckets
 
 
 def _parse_hours(hours: str | None) -> tuple[int, int] | None:
@@ -112,19 +114,14 @@ def _parse_hours(hours: str | None) -> tuple[int, int] | None:
 class DropState:
     """Where a detector stands, for an alert's context ("70% below a normal Tuesday noon").
 
-    ``expected``/``actual`` are the sums over the current excursion (since ``since_ms``,
-    the last bucket at which both CUSUMs were 0); ``since_ms`` is None outside one.
+    ``expected``/``actual`` are the sums over the current excursion (since the last bucket
+    at which both CUSUMs were 0); both are 0 outside one.
     """
 
     score: float
-    cusum: float
-    outage_cusum: float
     in_drop: bool
-    since_ms: int | None
     expected: float
     actual: float
-    scale: float
-    days_learned: int
 
 
 class SalesDropDetector:
@@ -151,7 +148,6 @@ class SalesDropDetector:
         hold_back: float = 0.5,
         recover_threshold: float = 3.0,
         rebase_days: float = 3.0,
-        max_pending: int = 576,
     ) -> None:
         if DAY_MS % bucket_ms or (slot_minutes * 60_000) % bucket_ms or 1440 % slot_minutes:
             raise ValueError(
@@ -174,7 +170,6 @@ class SalesDropDetector:
         self.hold_back = hold_back
         self.recover_threshold = recover_threshold
         self.rebase_ms = rebase_days * DAY_MS
-        self.max_pending = max_pending
         self.alpha = 1.0 / (cell_cv * cell_cv)
         self.scale_prior = scale_prior
         per_week = self.slot_ms / bucket_ms  # weight a slot receives per week
@@ -200,20 +195,18 @@ class SalesDropDetector:
         self.run_expected = 0.0
         self.run_actual = 0.0
         self.pending: deque[tuple[int, float]] = deque()
-        self._local_key = -1
-        self._local: tuple[int, int, str, int] = (0, 0, "", 0)
+        self._offset_key = -1  # the UTC hour of the cached zone offset
+        self._offset_ms = 0
 
     # -- calendar -------------------------------------------------------------------
     def _calendar(self, ts_ms: int) -> tuple[int, int, str, int]:
         """(ms after local midnight, weekday, ISO local date, local day ordinal) of a bucket."""
         key = ts_ms // _HOUR_MS  # offsets change on the hour: one zone lookup per UTC hour
-        if key != self._local_key:
-            d = dt.datetime.fromtimestamp(key * 3600, self.tz)
-            off = d.utcoffset()
-            self._local = (int(off.total_seconds() * 1000) if off else 0, 0, "", 0)
-            self._local_key = key
-        off_ms = self._local[0]
-        local = ts_ms + off_ms
+        if key != self._offset_key:
+            off = dt.datetime.fromtimestamp(key * 3600, self.tz).utcoffset()
+            self._offset_ms = int(off.total_seconds() * 1000) if off else 0
+            self._offset_key = key
+        local = ts_ms + self._offset_ms
         day = local // DAY_MS
         date = dt.date.fromordinal(day + 719_163)  # 1970-01-01 is ordinal 719163
         return local - day * DAY_MS, date.weekday(), date.isoformat(), day
@@ -331,7 +324,7 @@ class SalesDropDetector:
                 self._learn(tod, wd, day, x)
         elif learnable:
             self.pending.append((ts_ms, x))
-            if len(self.pending) > self.max_pending:
+            if len(self.pending) > MAX_PENDING:
                 self._learn_ts(*self.pending.popleft())
 
     def _end_run(self) -> None:
@@ -375,20 +368,15 @@ class SalesDropDetector:
     def state(self) -> DropState:
         return DropState(
             score=self._score(self.sums),
-            cusum=self.sums[0],
-            outage_cusum=self.sums[1],
             in_drop=self.in_drop,
-            since_ms=self.since_ms,
             expected=self.run_expected,
             actual=self.run_actual,
-            scale=self.scale,
-            days_learned=self.days_learned,
         )
 
     def __getstate__(self) -> dict[str, object]:
         st = self.__dict__.copy()
         st["tz"] = self.tz.key
-        st["_local_key"], st["_local"] = -1, (0, 0, "", 0)  # a cache, rebuilt on use
+        st["_offset_key"], st["_offset_ms"] = -1, 0  # a cache, rebuilt on use
         return st
 
     def __setstate__(self, st: dict[str, object]) -> None:

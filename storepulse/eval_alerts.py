@@ -36,7 +36,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-DAY_MS = 86_400_000
 GRACE_MS = 3_600_000  # an alert up to an hour after an incident's end still belongs to it
 
 
@@ -62,6 +61,14 @@ class Incident:
     detectable: bool
     cause: str = "drop"  # "drop" (conversion), "traffic" or "payment:<method>"
     missing: float = 0.0  # the expected sales the incident took
+
+
+def incidents_of(scenario: Any) -> list[Incident]:
+    """The labels of a ``simulators.sales_drops`` scenario, as ``score_alerts`` takes them."""
+    return [
+        Incident(x.store_id, x.start_ms, x.end_ms, x.depth, x.detectable, x.cause, x.missing_txns)
+        for x in scenario.labels
+    ]
 
 
 def score_alerts(incidents: Sequence[Incident], alerts: Iterable[Alert], *, stores: int, days: float) -> dict[str, Any]:
@@ -150,8 +157,7 @@ def run_detectors(scenario: Any) -> list[Alert]:
         for i, value in enumerate(scenario.bucket_counts(store.store_id).tolist()):
             ts = scenario.bucket_start(i)
             expected, footfall_expected = sales.expected(ts), footfall.expected(ts)
-            score = sales.score_one(ts, value)
-            footfall.score_one(ts, visitors[i])
+            score = sales.score_one(ts, value)  # the footfall detector is only asked its expectation
             sales.learn_one(ts, value)
             footfall.learn_one(ts, visitors[i])
             context.observe(ts, methods[i], expected, visitors[i], footfall_expected, suspect=score >= SUSPECT)
@@ -199,10 +205,7 @@ def evaluate_alerts(seed: int, *, as_json: bool) -> int:
     started = time.monotonic()
     alerts = run_detectors(scenario)
     detect_s = time.monotonic() - started
-    incidents = [
-        Incident(x.store_id, x.start_ms, x.end_ms, x.depth, x.detectable, x.cause, x.missing_txns)
-        for x in scenario.labels
-    ]
+    incidents = incidents_of(scenario)
     result = {
         "seed": seed,
         "stores": len(scenario.stores),

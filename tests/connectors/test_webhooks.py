@@ -318,7 +318,7 @@ def test_503_is_retried_with_backoff_then_delivered(receiver: Receiver) -> None:
     receiver.script = [(503, {}), (503, {})]
     sleeps = Sleeps()
     before = attempt_failures("http_5xx")
-    result = sender(receiver.url, sleeps).send(("msg_x"), b"{}")
+    result = sender(receiver.url, sleeps).send("msg_x", b"{}")
     assert (result.ok, result.attempts, result.status, result.reason) == (True, 3, 200, "delivered")
     assert len(receiver.requests) == 3
     assert sleeps == [1.0, 2.0]  # base 1 s, doubling
