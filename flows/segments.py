@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import math
 import pickle
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import bytewax.operators as op
@@ -57,7 +56,6 @@ from connectors.schemas import MemberProfile
 DAY_MS = 86_400_000
 ACTIVE_DAYS = 90  # the profile's long window: spend_90d and purchases_90d
 RECENCY_CAP_DAYS = 365
-SEGMENTS = ("lapsed", "occasional", "regular", "vip")  # lowest first
 ROUTE_KEY = "all"
 
 Features = dict[str, float]
@@ -209,29 +207,18 @@ class SegmentLogic(StatefulBatchLogic[Any, Any, bytes]):
         return pickle.dumps(self.model, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def build_segment_logic(
-    resume: bytes | None, new_model: Callable[[], SpendingSegmenter] = SpendingSegmenter
-) -> SegmentLogic:
+def build_segment_logic(resume: bytes | None) -> SegmentLogic:
     """The ``stateful_batch`` builder: a new model, or the one resumed from its snapshot."""
-    return SegmentLogic(new_model() if resume is None else pickle.loads(resume))
+    return SegmentLogic(SpendingSegmenter() if resume is None else pickle.loads(resume))
 
 
-def assign_segments(
-    step_id: str,
-    profiles: Stream[Any],
-    *,
-    new_model: Callable[[], SpendingSegmenter] = SpendingSegmenter,
-) -> Stream[Any]:
+def assign_segments(step_id: str, profiles: Stream[Any]) -> Stream[Any]:
     """Set ``segment`` on every ``MemberProfile`` of ``profiles`` (``MemberProfile |
     MemberErased | ...``); pass every other item through unchanged, in order.
 
     ``step_id`` names the stateful step: the recovery key of the model. Every item goes to
-    the one key ``"all"``. ``new_model`` makes the model of a fresh start.
+    the one key ``"all"``.
     """
-
-    def build(resume: bytes | None) -> SegmentLogic:
-        return build_segment_logic(resume, new_model)
-
     keyed = op.key_on(f"route_{step_id}", profiles, lambda _: ROUTE_KEY)  # ("all", item)
-    segmented = op.stateful_batch(step_id, keyed, build)  # ("all", item with segment)
+    segmented = op.stateful_batch(step_id, keyed, build_segment_logic)  # ("all", item with segment)
     return op.key_rm(f"unkey_{step_id}", segmented)

@@ -223,7 +223,7 @@ def redeem_points(
             out[k] = (replace(t, points_redeemed=points), items)
         balance[key] = have + base - points
         if t.amount > 0:
-            last_buy[key] = max(last, t.ts) if last is not None else t.ts
+            last_buy[key] = t.ts  # the newest: ``made`` is walked in ts order
     return out
 
 

@@ -65,6 +65,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import msgspec
 
@@ -248,8 +249,8 @@ def _history(everything: list[Sale | MemberChange]) -> History:
                 decided = Decided(t, "refund_of_sale", r, sale.ts, sale_index)
             else:
                 decided = Decided(t, "refund_unmatched", t.amount, t.ts)
-        as_of = t.ts if as_of is None else max(as_of, t.ts)
         applied.append(decided)
+        as_of = t.ts if as_of is None else max(as_of, t.ts)
     assert as_of is not None  # the first record of a member is never a duplicate
     return History(applied, duplicates, as_of, events)
 
@@ -389,16 +390,25 @@ def _check_span(records: list[Sale | MemberChange]) -> None:
         )
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """One entry of an account in replay order (the contract's "Entries", "Replay order")."""
+class _Entry(NamedTuple):
+    """One entry of an account; its fields in order are the contract's replay order
+    ("Entries", "Replay order": t, kind, txn_id), so entries sort as tuples."""
 
     t: int  # its ts; a refund of a named sale: max(its ts, the sale's ts)
     rank: int  # 0 a sale or zero sale, 1 a refund
-    index: int  # its position in History.applied
+    txn_id: str
+    applied_at: int  # its position in History.applied (txn ids are unique among them)
 
-    def key(self, h: History) -> tuple[int, int, str]:
-        return (self.t, self.rank, h.applied[self.index].txn.txn_id)
+
+@dataclass
+class _Kept:
+    """A replayed sale, for the refunds of it: what it earned and paid, and of its amount
+    what is left to refund."""
+
+    earned: int
+    paid: int
+    amount: int
+    left: int
 
 
 def _entries(h: History) -> dict[str, list[_Entry]]:
@@ -409,14 +419,14 @@ def _entries(h: History) -> dict[str, list[_Entry]]:
         if d.kind == "refund_of_sale":
             assert d.of_sale is not None
             sale = h.applied[d.of_sale].txn
-            merchant, entry = sale.merchant_id, _Entry(max(d.txn.ts, sale.ts), 1, k)
+            merchant, entry = sale.merchant_id, _Entry(max(d.txn.ts, sale.ts), 1, d.txn.txn_id, k)
         else:
             merchant = d.txn.merchant_id
-            entry = _Entry(d.txn.ts, 1 if d.kind == "refund_unmatched" else 0, k)
+            entry = _Entry(d.txn.ts, 1 if d.kind == "refund_unmatched" else 0, d.txn.txn_id, k)
         if merchant:
             out.setdefault(merchant, []).append(entry)
     for entries in out.values():
-        entries.sort(key=lambda e: e.key(h))
+        entries.sort()
     return out
 
 
@@ -488,9 +498,9 @@ def loyalty_accounts(
 
         i = points = earned = redeemed = taken_back = returned = expired = 0
         last_purchase_ts: int | None = None
-        kept: dict[int, list[int]] = {}  # a replayed sale's index -> [earned_here, points_redeemed, amount, left]
+        kept: dict[int, _Kept] = {}  # a replayed sale's index in h.applied -> what its refunds need
         for e in entries_of[merchant]:
-            d = h.applied[e.index]
+            d = h.applied[e.applied_at]
             t = d.txn
             start = i
             i = _level(levels, i, q(e.t))  # 1. level before
@@ -505,7 +515,7 @@ def loyalty_accounts(
                 earned += here
                 redeemed += t.points_redeemed
                 points += here - t.points_redeemed
-                kept[e.index] = [here, t.points_redeemed, t.amount, t.amount]
+                kept[e.applied_at] = _Kept(here, t.points_redeemed, t.amount, t.amount)
                 last_purchase_ts = t.ts if last_purchase_ts is None else max(last_purchase_ts, t.ts)
                 attributed.append((t.ts, t.amount))
             elif d.kind == "zero_sale":  # 2., a reward paid for with points
@@ -514,10 +524,10 @@ def loyalty_accounts(
             elif d.kind == "refund_of_sale":  # 3., in the sale's account, after the sale
                 assert d.of_sale is not None and d.of_sale in kept, "a refund replayed before its sale"
                 sale = kept[d.of_sale]
-                sale_earned, sale_paid, amount, left = sale
-                back = sale_earned * left // amount - sale_earned * (left - d.money) // amount
-                given = sale_paid * left // amount - sale_paid * (left - d.money) // amount
-                sale[3] = left - d.money
+                left, amount = sale.left, sale.amount
+                back = sale.earned * left // amount - sale.earned * (left - d.money) // amount
+                given = sale.paid * left // amount - sale.paid * (left - d.money) // amount
+                sale.left = left - d.money
                 taken_back += back
                 returned += given
                 points += given - back

@@ -169,7 +169,8 @@ def test_segments_are_named_tiers_of_the_learned_percentiles() -> None:
     out = segments(logic, *members)
     # Oracle: the batch median and 90th percentile of the values of every member learned.
     values = sorted(value(p.spend_90d, p.purchases_90d) for p in members)
-    median, p90 = statistics.quantiles(values, n=10)[4], statistics.quantiles(values, n=10)[8]
+    deciles = statistics.quantiles(values, n=10)
+    median, p90 = deciles[4], deciles[8]
     model = logic.model
     assert model.learned == 4_000
     assert model.regular.get() == pytest.approx(median, rel=0.01)

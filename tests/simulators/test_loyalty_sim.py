@@ -118,6 +118,12 @@ def test_members_month_exercises_every_loyalty_rule(
             "linked refunds",
         )
     ), n
+    # Floors, not a run's counts (seed 7 has 762 upgrades, 242 lapses, 251 redeeming sales,
+    # 1,005 accounts): they say each rule is common, not a corner case. About 3,600 member
+    # sales fall at merchants with a programme and redeem_share is 0.1, so about 360 draws
+    # may redeem (fewer pay: a first sale has no balance): 100 is well under that. Nearly
+    # all of the 328 members (319) buy at a programme merchant, many at several: 300 accounts
+    # is fewer than one each.
     assert n["upgrades"] >= 100 and n["lapses at a sale"] >= 50 and n["redeeming sales"] >= 100, n
     assert unstored["accounts"] >= 300 and unstored["shown lapsed"] > 0 and unstored["birthday month"] > 0
     # every level of every programme is held by someone at the end
