@@ -151,7 +151,8 @@ class FootfallMinute(msgspec.Struct, kw_only=True, frozen=True):
 
     ``devices*`` are distinct devices heard (the minute, the 15 minutes and the hour that
     end with it); ``visitors_inside`` are devices in a qualified visit during the minute;
-    ``sales`` only for stores.
+    ``sales`` (count and amount, refunds excluded), ``refunds`` (count) and ``payments``
+    (sales per payment method) only for stores.
     """
 
     scope: Literal["zone", "store", "mall"]
@@ -164,6 +165,8 @@ class FootfallMinute(msgspec.Struct, kw_only=True, frozen=True):
     visitors_inside: int = 0
     sales: int = 0
     sales_amount: int = 0
+    refunds: int = 0
+    payments: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class StoreHour(msgspec.Struct, kw_only=True, frozen=True):
@@ -300,3 +303,31 @@ class StoreMembers(msgspec.Struct, frozen=True, kw_only=True):
     members_active: int  # members with a purchase in (as_of_ts - 30 days, as_of_ts]
     members_repeat: int  # of those, members with two or more
     repurchase_rate: float | None  # members_repeat / members_active; None if none is active
+
+
+class SalesBucket(msgspec.Struct, frozen=True, kw_only=True):
+    """One closed 5-minute bucket of a store's sales against its learned expectation
+    (``flows.sales_watch``): ``net_sales`` = sales - refunds; ``expected`` is None while
+    the store is closed or in its cold start; ``drop_score`` in [0, 1], 0.5 alert-worthy."""
+
+    store_id: str
+    bucket_ts: int
+    net_sales: int
+    expected: float | None
+    drop_score: float
+    firing: bool
+
+
+class StoreHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """A store's health (``flows.sales_watch``): ``score`` 0-100 from its sales and footfall
+    against their expectation over the last week, its conversion against its normal and its
+    members' repurchase rate; the parts are beside it (None: not known yet)."""
+
+    store_id: str
+    merchant_id: str
+    as_of_ts: int
+    score: float
+    sales_index: float
+    footfall_index: float | None
+    conversion_index: float | None
+    repurchase_rate: float | None

@@ -66,7 +66,15 @@ class Minute:
     devices: dict[Scope, set[int]] = field(default_factory=dict)
     inside: dict[str, set[int]] = field(default_factory=dict)  # store -> devices inside
     loudest: dict[tuple[int, int], Sighting] = field(default_factory=dict)  # (device, second)
-    sales: dict[str, list[int]] = field(default_factory=dict)  # store -> [count, amount]
+    sales: dict[str, list[int]] = field(default_factory=dict)  # store -> [count, amount, refunds]
+    payments: dict[str, dict[str, int]] = field(default_factory=dict)  # store -> method -> sales
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A minute snapshotted before refunds and payment methods were counted resumes."""
+        state.setdefault("payments", {})
+        for counts in state["sales"].values():
+            counts.extend([0] * (3 - len(counts)))
+        self.__dict__.update(state)
 
 
 @dataclass
@@ -172,10 +180,13 @@ class SiteFootfall:
             metrics.DUPLICATES.labels(sale.store_id).inc()
             return False
         self.txn_ids[sale.txn_id] = sale.ts
-        if sale.refund:
-            return True
         minute = self.minutes.setdefault(sale.ts // MINUTE_MS * MINUTE_MS, Minute())
-        counts = minute.sales.setdefault(sale.store_id, [0, 0])
+        counts = minute.sales.setdefault(sale.store_id, [0, 0, 0])
+        if sale.refund:
+            counts[2] += 1
+            return True
+        methods = minute.payments.setdefault(sale.store_id, {})
+        methods[sale.payment] = methods.get(sale.payment, 0) + 1
         counts[0] += 1
         counts[1] += sale.amount
         hour = self._hour(sale.store_id, sale.ts)
@@ -216,7 +227,13 @@ class SiteFootfall:
         return [self._record(scope, minute_ts) for scope in catalog.scopes_of_site(self.site) if scope not in heard]
 
     def _record(
-        self, scope: Scope, minute_ts: int, devices: int = 0, inside: int = 0, sales: tuple[int, int] = (0, 0)
+        self,
+        scope: Scope,
+        minute_ts: int,
+        devices: int = 0,
+        inside: int = 0,
+        sales: tuple[int, int, int] = (0, 0, 0),
+        payments: dict[str, int] | None = None,
     ) -> FootfallMinute:
         """One scope's closed minute; the 15-minute and hour counts from its rolling window."""
         index = minute_ts // MINUTE_MS
@@ -232,6 +249,8 @@ class SiteFootfall:
             visitors_inside=inside,
             sales=sales[0],
             sales_amount=sales[1],
+            refunds=sales[2],
+            payments=payments or {},
         )
 
     def _close_minute(
@@ -251,11 +270,12 @@ class SiteFootfall:
             if rolling is None:
                 rolling = self.rolling[scope] = RollingDistinct(60)
             rolling.add_minute(index, members)
-            sales = minute.sales.get(scope_id, [0, 0]) if kind == "store" else [0, 0]
+            sales = minute.sales.get(scope_id, [0, 0, 0]) if kind == "store" else [0, 0, 0]
             if kind == "mall":
-                sales = [sum(c[0] for c in minute.sales.values()), sum(c[1] for c in minute.sales.values())]
+                sales = [sum(c[i] for c in minute.sales.values()) for i in range(3)]
             inside = self._inside(scope_id, minute, minute_ts) if kind == "store" else 0
-            out.append(self._record(scope, minute_ts, len(members), inside, (sales[0], sales[1])))
+            payments = minute.payments.get(scope_id) if kind == "store" else None
+            out.append(self._record(scope, minute_ts, len(members), inside, (sales[0], sales[1], sales[2]), payments))
             if kind == "store":
                 dirty.add((scope_id, minute_ts // HOUR_MS * HOUR_MS))
         return out

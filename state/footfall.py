@@ -11,7 +11,8 @@ live in one slot. Timestamps are epoch milliseconds UTC.
 ``sp:footfall:<scope>:{<id>}:live`` (hash, TTL 48 h from the last write)
     The newest closed minute: every ``FootfallMinute`` field (``scope``, ``scope_id``,
     ``mall_id``, ``minute_ts``, ``devices``, ``devices_15m``, ``devices_1h``,
-    ``visitors_inside``, ``sales``, ``sales_amount``), numbers as decimal strings. Replaced only by
+    ``visitors_inside``, ``sales``, ``sales_amount``, ``refunds``, and ``payments`` as a JSON
+    object of sales per payment method), numbers as decimal strings. Replaced only by
     a minute whose ``minute_ts`` is not older than the one there (checked in a Lua
     script), so a replay never moves it backwards.
 ``sp:footfall:<scope>:{<id>}:minutes`` (sorted set, TTL 48 h from the last write)
@@ -58,7 +59,7 @@ HOURS_TTL_S = 35 * 86400
 HOURS_WINDOW_MS = HOURS_TTL_S * 1000
 
 _MINUTE_INT_FIELDS = ("minute_ts", "devices", "devices_15m", "devices_1h",
-                      "visitors_inside", "sales", "sales_amount")
+                      "visitors_inside", "sales", "sales_amount", "refunds")
 _HOUR_INT_FIELDS = ("hour_ts", "visitors", "visitors_stable", "new_visitors",
                     "returning_visitors", "passers_by", "sales", "sales_amount")
 _HOUR_FLOAT_FIELDS = ("dwell_median_s", "capture_rate", "conversion")
@@ -77,6 +78,8 @@ if (not current) or tonumber(current) <= live_ts then
     if type(value) == 'number' then
       value = (value == math.floor(value)) and string.format('%d', value)
               or string.format('%.17g', value)
+    elseif type(value) == 'table' then
+      value = cjson.encode(value)
     end
     fields[#fields + 1] = name
     fields[#fields + 1] = value
@@ -222,9 +225,11 @@ def _text(value: bytes | str) -> str:
 
 
 def _minute_from_hash(fields: dict[str, str]) -> FootfallMinute:
-    return msgspec.convert(
-        {**fields, **{f: int(fields[f]) for f in _MINUTE_INT_FIELDS}}, type=FootfallMinute
-    )
+    """A live hash as its minute (one written before ``refunds`` and ``payments`` has neither)."""
+    values: dict[str, Any] = {**fields, **{f: int(fields[f]) for f in _MINUTE_INT_FIELDS if f in fields}}
+    if "payments" in fields:
+        values["payments"] = msgspec.json.decode(fields["payments"])
+    return msgspec.convert(values, type=FootfallMinute)
 
 
 def _hour_from_hash(fields: dict[str, str]) -> StoreHour:

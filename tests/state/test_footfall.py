@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -17,7 +18,8 @@ MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 M1 = FootfallMinute(scope="store", scope_id="S1", mall_id="M1", minute_ts=T, devices=12,
                     devices_15m=30, devices_1h=80, visitors_inside=4, sales=2, sales_amount=25600)
 M2 = FootfallMinute(scope="store", scope_id="S1", mall_id="M1", minute_ts=T + MINUTE, devices=10,
-                    devices_15m=31, devices_1h=81, visitors_inside=3)
+                    devices_15m=31, devices_1h=81, visitors_inside=3, sales=3, sales_amount=900, refunds=1,
+                    payments={"wechat": 2, "cash": 1})
 Z1 = FootfallMinute(scope="zone", scope_id="S1-floor", mall_id="M1", minute_ts=T, devices=7,
                     devices_15m=9, devices_1h=20)
 H1 = StoreHour(mall_id="M1", store_id="S1", hour_ts=H, visitors=5, visitors_stable=3,
@@ -32,13 +34,13 @@ BATCH = [M1, Z1, H0, M2, H1]
 
 M1_JSON = (b'{"scope":"store","scope_id":"S1","mall_id":"M1","minute_ts":1763870040000,'
            b'"devices":12,"devices_15m":30,"devices_1h":80,"visitors_inside":4,"sales":2,'
-           b'"sales_amount":25600}')
+           b'"sales_amount":25600,"refunds":0,"payments":{}}')
 M2_JSON = (b'{"scope":"store","scope_id":"S1","mall_id":"M1","minute_ts":1763870100000,'
-           b'"devices":10,"devices_15m":31,"devices_1h":81,"visitors_inside":3,"sales":0,'
-           b'"sales_amount":0}')
+           b'"devices":10,"devices_15m":31,"devices_1h":81,"visitors_inside":3,"sales":3,'
+           b'"sales_amount":900,"refunds":1,"payments":{"wechat":2,"cash":1}}')
 Z1_JSON = (b'{"scope":"zone","scope_id":"S1-floor","mall_id":"M1","minute_ts":1763870040000,'
            b'"devices":7,"devices_15m":9,"devices_1h":20,"visitors_inside":0,"sales":0,'
-           b'"sales_amount":0}')
+           b'"sales_amount":0,"refunds":0,"payments":{}}')
 
 
 def dump_all(client: redis.Redis) -> dict[bytes, bytes]:
@@ -82,11 +84,14 @@ def test_write_sets_exactly_these_keys_and_values(redis_client):
         b"sp:footfall:zone:{S1-floor}:live",
         b"sp:footfall:zone:{S1-floor}:minutes",
     ]
-    assert redis_client.hgetall("sp:footfall:store:{S1}:live") == {
+    live = redis_client.hgetall("sp:footfall:store:{S1}:live")
+    assert {k: v for k, v in live.items() if k != b"payments"} == {
         b"scope": b"store", b"scope_id": b"S1", b"mall_id": b"M1",
         b"minute_ts": b"1763870100000", b"devices": b"10", b"devices_15m": b"31",
-        b"devices_1h": b"81", b"visitors_inside": b"3", b"sales": b"0", b"sales_amount": b"0",
+        b"devices_1h": b"81", b"visitors_inside": b"3", b"sales": b"3", b"sales_amount": b"900",
+        b"refunds": b"1",
     }  # fmt: skip
+    assert json.loads(live.pop(b"payments")) == {"wechat": 2, "cash": 1}  # a JSON object in one field
     assert redis_client.hgetall("sp:footfall:zone:{S1-floor}:live")[b"devices_1h"] == b"20"
     assert redis_client.zrange("sp:footfall:store:{S1}:minutes", 0, -1, withscores=True) == [
         (M1_JSON, 1763870040000.0), (M2_JSON, 1763870100000.0)
