@@ -80,6 +80,8 @@ _REBUILD = frozenset(
 )
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 _FLUSH_SLICE_S = 0.25
+Headers = list[tuple[str, str | bytes | None]] | None
+"""Kafka message headers as confluent-kafka takes and gives them back."""
 
 
 class ConfirmingProducer:
@@ -119,7 +121,7 @@ class ConfirmingProducer:
         self.delivered = 0
         self.failed = 0
         self._pending: dict[str, int] = {}
-        self._retry: list[tuple[str, bytes | None, bytes, int]] = []
+        self._retry: list[tuple[str, bytes | None, bytes, int, Headers]] = []
         self._given_up: list[tuple[str, KafkaError]] = []
         self._rebuild = False
         self._fatal: KafkaError | None = None
@@ -135,19 +137,25 @@ class ConfirmingProducer:
         """Messages produced whose delivery is not confirmed yet (queued or to be retried)."""
         return sum(self._pending.values()) + len(self._retry)
 
-    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Queue one message; its delivery is confirmed (or not) by the next ``flush``."""
-        self._send(topic, key, value, 1)
+    def produce(self, topic: str, key: bytes | None, value: bytes, headers: Headers = None) -> None:
+        """Queue one message (``headers``: ``[(name, value)]``, kept on every retry); its
+        delivery is confirmed (or not) by the next ``flush``."""
+        self._send(topic, key, value, 1, headers)
 
-    def _send(self, topic: str, key: bytes | None, value: bytes, attempt: int) -> None:
+    def _send(self, topic: str, key: bytes | None, value: bytes, attempt: int, headers: Headers = None) -> None:
+        # Headers ride with the callback: a delivery report does not give them back.
         callback = (
-            self._on_delivery if attempt == 1
-            else functools.partial(self._on_delivery, attempt=attempt)
+            self._on_delivery
+            if attempt == 1 and not headers
+            else functools.partial(self._on_delivery, attempt=attempt, headers=headers)
         )
         deadline = 0.0
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=callback)
+                if headers:
+                    self._producer.produce(topic, value, key, on_delivery=callback, headers=headers)
+                else:
+                    self._producer.produce(topic, value, key, on_delivery=callback)
                 break
             except BufferError:
                 now = time.monotonic()
@@ -171,7 +179,7 @@ class ConfirmingProducer:
             self._since_poll = 0
             self._producer.poll(0)
 
-    def _on_delivery(self, err: KafkaError | None, msg: Any, attempt: int = 1) -> None:
+    def _on_delivery(self, err: KafkaError | None, msg: Any, attempt: int = 1, headers: Headers = None) -> None:
         topic = msg.topic()
         self._pending[topic] -= 1
         if err is None:
@@ -183,7 +191,7 @@ class ConfirmingProducer:
             return
         code = err.code()
         if code in _PURGED:  # our own purge while replacing a stuck producer
-            self._retry.append((topic, msg.key(), msg.value(), attempt))
+            self._retry.append((topic, msg.key(), msg.value(), attempt, headers))
             return
         self.failed += 1
         self._last_error = err
@@ -193,10 +201,10 @@ class ConfirmingProducer:
         counter.inc()
         if code in _REBUILD or err.fatal():
             self._rebuild = True
-            self._retry.append((topic, msg.key(), msg.value(), attempt))
+            self._retry.append((topic, msg.key(), msg.value(), attempt, headers))
             verdict = "producing it again with a new producer"
         elif (err.retriable() or code in _RETRIABLE) and attempt < self._max_attempts:
-            self._retry.append((topic, msg.key(), msg.value(), attempt + 1))
+            self._retry.append((topic, msg.key(), msg.value(), attempt + 1, headers))
             verdict = f"producing it again (attempt {attempt + 1} of {self._max_attempts})"
         else:
             self._given_up.append((topic, err))
@@ -243,8 +251,8 @@ class ConfirmingProducer:
                 self._replace_producer()
             if self._retry:
                 retry, self._retry = self._retry, []
-                for topic, key, value, attempt in retry:
-                    self._send(topic, key, value, attempt)
+                for topic, key, value, attempt, headers in retry:
+                    self._send(topic, key, value, attempt, headers)
             remaining = deadline - time.monotonic()
             if not self.pending and not self._rebuild:
                 break

@@ -72,23 +72,33 @@ class AlertNotice:
 
     @classmethod
     def from_event(
-        cls, event: DropEvent, context: Context, *, merchant_id: str, severity: Severity = "warning"
+        cls,
+        event: DropEvent,
+        context: Context,
+        *,
+        merchant_id: str,
+        severity: Severity = "warning",
+        began_ms: int | None = None,
     ) -> AlertNotice:
         """The notice of a ``DropAlerter`` event, with the ``DropContext`` of its window.
+        ``began_ms``: when the drop began (the detector's excursion), if known; else the
+        fingerprint's first bucket.
 
         A resolved notice should carry the context (and so the ``cause`` label) its firing
         carried: receivers that match labels would otherwise see two different alerts.
         """
         fp = event.fingerprint
+        began = fp.start_ms if began_ms is None else min(began_ms, fp.start_ms)
         summary = f"Sales at store {fp.store_id} are {context.drop_pct:g}% below expected"
-        description = f"{context.actual} sales where {context.expected:.1f} were expected; cause: {context.cause}"
-        if context.footfall_ratio is not None:
-            description += f"; footfall at {context.footfall_ratio:g}x its normal"
+        if event.kind == "firing":
+            minutes = max(0, event.ts_ms - began) // 60_000
+            summary += f" for {minutes} minutes" if minutes else ""
+        description = f"{context.actual} sales where {context.expected:.1f} were expected. {explain_cause(context)}"
         return cls(
             fingerprint=fp,
             merchant_id=merchant_id,
             status=event.kind,
-            starts_at_ms=fp.start_ms,
+            starts_at_ms=began,
             ends_at_ms=event.ts_ms if event.kind == "resolved" else None,
             severity=severity,
             summary=summary,
@@ -100,6 +110,30 @@ class AlertNotice:
             last_sale_ts=context.last_sale_ts,
             cause=context.cause,
         )
+
+
+def explain_cause(context: Context) -> str:
+    """What the cause means to a merchant, with the footfall behind it.
+
+    >>> ctx = Context(60.0, 30, 50.0, 400, 400.0, 1.0, None, ("wechat",), "payment:wechat")
+    >>> print(explain_cause(ctx))  # doctest: +NORMALIZE_WHITESPACE
+    No wechat sales while other payment methods kept selling:
+    a wechat payment outage is likely (footfall 1x its normal).
+    >>> explain_cause(Context(60.0, 30, 50.0, 150, 400.0, 0.375, None, (), "traffic"))
+    'Footfall is 0.375x its normal: fewer shoppers are coming in (a traffic problem).'
+    >>> explain_cause(Context(60.0, 30, 50.0, 400, 400.0, 1.0, None, (), "conversion"))
+    'Footfall is normal (1x), so shoppers are coming in and not buying (a conversion problem).'
+    """
+    ratio = context.footfall_ratio
+    if context.silent_methods:
+        methods = " and ".join(context.silent_methods)
+        text = f"No {methods} sales while other payment methods kept selling: a {methods} payment outage is likely"
+        return text + (f" (footfall {ratio:g}x its normal)." if ratio is not None else ".")
+    if context.cause == "traffic" and ratio is not None:
+        return f"Footfall is {ratio:g}x its normal: fewer shoppers are coming in (a traffic problem)."
+    if ratio is not None:
+        return f"Footfall is normal ({ratio:g}x), so shoppers are coming in and not buying (a conversion problem)."
+    return "Footfall is not measured at this store, so the cause is not known."
 
 
 def rfc3339(ts_ms: int) -> str:

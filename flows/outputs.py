@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import redis
@@ -28,11 +28,14 @@ from connectors.schemas import (
     MemberErased,
     MemberProfile,
     MemberVisits,
+    SalesBucket,
+    StoreHealth,
     StoreHour,
     StoreMembers,
     Visit,
     VisitsErased,
 )
+from flows.alert_notices import AlertNotice
 from state.redis import Backoff, is_retryable
 from storepulse import health, metrics
 
@@ -116,11 +119,35 @@ class _MetricsPartition(StatelessSinkPartition[Any]):
                 kind = "randomized" if item.randomized else "stable"
                 metrics.VISITS.labels(item.store_id, kind).inc()
                 metrics.VISIT_DWELL.labels(item.store_id).observe(item.dwell_s)
+            elif isinstance(item, SalesBucket):
+                set_bucket_gauges(item)
+            elif isinstance(item, AlertNotice):
+                metrics.ALERT_NOTICES.labels(item.status, item.severity, item.cause).inc()
+                metrics.STORE_ALERT_FIRING.labels(item.store_id).set(1 if item.status == "firing" else 0)
+
+
+def set_bucket_gauges(bucket: SalesBucket) -> None:
+    """The store's gauges of its newest closed 5-minute bucket. No expected series while
+    there is no expectation (closed, cold start), so a panel shows a gap, not a stale value.
+    The firing gauge follows the bucket too: a store whose alert resolved while the engine
+    ran without its state (no resolved notice then) goes back to 0."""
+    store = bucket.store_id
+    metrics.STORE_SALES_5M.labels(store).set(bucket.net_sales)
+    if bucket.expected is not None:
+        metrics.STORE_SALES_EXPECTED_5M.labels(store).set(bucket.expected)
+    else:
+        with contextlib.suppress(KeyError):  # never set: nothing to remove
+            metrics.STORE_SALES_EXPECTED_5M.remove(store)
+    metrics.STORE_DROP_SCORE.labels(store).set(bucket.drop_score)
+    metrics.STORE_ALERT_FIRING.labels(store).set(1 if bucket.firing else 0)
 
 
 class MetricsSink(DynamicSink[Any]):
-    """Updates the footfall gauges and counters of ``storepulse.metrics``. Sales amounts are
-    labelled with the store's currency from ``catalog``, so no sum mixes currencies."""
+    """Updates the footfall and sales-watch gauges and counters of ``storepulse.metrics``
+    (other items, ``StoreHealth`` included, are ignored: ``RedisStoreHealthSink`` sets the
+    health gauge from what Redis took). Sales amounts are labelled with the store's currency
+    from ``catalog``, so no sum mixes currencies. ``AlertNotice`` counts by status, severity
+    and cause, and sets the store's firing gauge (1 firing, 0 resolved) as its buckets do."""
 
     def __init__(self, catalog: Callable[[], Catalog] | None = None) -> None:
         self.catalog = catalog
@@ -128,6 +155,69 @@ class MetricsSink(DynamicSink[Any]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _MetricsPartition:
         health.dataflow_running()
         return _MetricsPartition(self.catalog)
+
+
+T = TypeVar("T")
+
+
+class RedisRetry:
+    """The Redis outage loop the Redis sinks and the alert outbox share: ``run`` a call
+    until Redis answers, retrying whole with capped backoff for as long as Redis is
+    unreachable; readiness ``name`` down meanwhile, ``storepulse_redis_up`` 0, the failure
+    and retry counters counting; one warning when an outage starts and one when it ends.
+    Errors retrying cannot fix (``state.redis.is_retryable``) are raised, to stop the
+    dataflow, which resumes from its last snapshot."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        readiness: health.Readiness,
+        backoff: Backoff,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name  # the readiness condition, e.g. "redis[0]"
+        self.readiness = readiness
+        self.backoff = backoff
+        self.sleep = sleep
+        self.clock = clock
+        self.outage_since: float | None = None  # clock() of the first failure of this outage
+        self.outage_failures = 0
+        readiness.up(name, "connected")  # connect() PINGed before this was built
+        metrics.REDIS_UP.set(1)
+
+    def run(self, what: str, call: Callable[[], T]) -> T:
+        """``call()`` once it succeeds; ``what`` names it in the log ("write of 3 records")."""
+        attempt = 0
+        while True:
+            try:
+                result = call()
+            except (redis.RedisError, RedisClusterException, OSError) as exc:
+                metrics.REDIS_WRITE_FAILURES.inc()
+                metrics.REDIS_UP.set(0)
+                reason = f"{type(exc).__name__}: {exc}"[:200]
+                if not is_retryable(exc):
+                    self.readiness.down(self.name, f"{what} failed, not retryable: {reason}")
+                    log.error("Redis %s failed and retrying cannot fix it (%s); stopping the dataflow", what, reason)
+                    raise
+                self.readiness.down(self.name, f"{what} failing: {reason}")
+                self.outage_failures += 1
+                if self.outage_since is None:  # one line per outage, not per retry
+                    self.outage_since = self.clock()
+                    log.warning("Redis %s failed (%s); retrying with backoff up to %.0f s until Redis "
+                                "answers (not ready meanwhile)", what, reason, self.backoff.cap_s)  # fmt: skip
+                self.sleep(self.backoff.delay_s(attempt))
+                attempt += 1
+                metrics.REDIS_WRITE_RETRIES.inc()
+                continue
+            if self.outage_since is not None:
+                log.warning("Redis %s succeeds again after %.1f s and %d failed attempts",
+                            what, self.clock() - self.outage_since, self.outage_failures)  # fmt: skip
+                self.outage_since, self.outage_failures = None, 0
+            self.readiness.up(self.name, "writing")
+            metrics.REDIS_UP.set(1)
+            return result
 
 
 class _RedisPartition(StatelessSinkPartition[Any]):
@@ -148,17 +238,10 @@ class _RedisPartition(StatelessSinkPartition[Any]):
     ) -> None:
         self.store = store  # a FootfallStore, or anything with its write(records)
         self.after_batch = after_batch  # called with the whole batch and clock() once it is written
-        self.name = name  # the readiness condition, e.g. "redis[0]"
         self.kinds = kinds  # the records this store writes; others are not for it
         self.on_written = on_written  # called with what store.write returned, once per batch
-        self.readiness = readiness
-        self.backoff = backoff
-        self.sleep = sleep
         self.clock = clock
-        self.outage_since: float | None = None  # clock() of the first failure of this outage
-        self.outage_failures = 0
-        readiness.up(name, "connected")  # connect() PINGed before this partition was built
-        metrics.REDIS_UP.set(1)
+        self.retry = RedisRetry(name, readiness=readiness, backoff=backoff, sleep=sleep, clock=clock)
 
     def write_batch(self, items: list[Any]) -> None:
         self._write(items)
@@ -169,47 +252,10 @@ class _RedisPartition(StatelessSinkPartition[Any]):
         records = [i for i in items if isinstance(i, self.kinds)]
         if not records:
             return
-        attempt = 0
-        while True:
-            try:
-                written = self.store.write(records)
-            except (redis.RedisError, RedisClusterException, OSError) as exc:
-                metrics.REDIS_WRITE_FAILURES.inc()
-                metrics.REDIS_UP.set(0)
-                reason = f"{type(exc).__name__}: {exc}"[:200]
-                if not is_retryable(exc):
-                    self.readiness.down(self.name, f"write failed, not retryable: {reason}")
-                    log.error("Redis write of %d records failed and retrying cannot fix it (%s); "
-                              "stopping the dataflow", len(records), reason)
-                    raise
-                self._failed(len(records), reason)
-                self.sleep(self.backoff.delay_s(attempt))
-                attempt += 1
-                metrics.REDIS_WRITE_RETRIES.inc()
-                continue
-            self._succeeded(len(records))
-            if self.on_written is not None:
-                self.on_written(written)
-            return
-
-    def _failed(self, count: int, reason: str) -> None:
-        self.readiness.down(self.name, f"writes failing: {reason}")
-        self.outage_failures += 1
-        if self.outage_since is None:  # one line per outage, not per retry
-            self.outage_since = self.clock()
-            log.warning("Redis write of %d records failed (%s); retrying with backoff up to %.0f s "
-                        "until Redis answers (not ready meanwhile)", count, reason, self.backoff.cap_s)
-
-    def _succeeded(self, count: int) -> None:
-        now = self.clock()
-        if self.outage_since is not None:
-            log.warning("Redis writes succeed again after %.1f s and %d failed attempts; "
-                        "the held batch of %d records is written", now - self.outage_since,
-                        self.outage_failures, count)
-            self.outage_since, self.outage_failures = None, 0
-        self.readiness.up(self.name, "writing")
-        metrics.REDIS_UP.set(1)
-        metrics.REDIS_LAST_WRITE.set(now)
+        written = self.retry.run(f"write of {len(records)} records", lambda: self.store.write(records))
+        metrics.REDIS_LAST_WRITE.set(self.clock())
+        if self.on_written is not None:
+            self.on_written(written)
 
 
 class _RedisSink(DynamicSink[Any]):
@@ -356,6 +402,36 @@ class RedisStoreMembersSink(_RedisSink):
             f"redis-store-members[{worker_index}]",
             kinds=(StoreMembers,),
             on_written=set_store_gauges,
+        )
+
+
+def set_health_gauges(written: list[StoreHealth]) -> None:
+    """Sets the health score gauge from the records written."""
+    for record in written:
+        metrics.STORE_HEALTH_SCORE.labels(record.store_id).set(record.score)
+
+
+class RedisStoreHealthSink(_RedisSink):
+    """Writes store health (``state.store_health``: each store's hash and the ranking) to
+    Redis and sets ``storepulse_store_health_score``; two pipelines per batch, other items
+    are ignored. Idempotent: a record replaces the stored one only if its ``as_of_ts`` is
+    not older, so a replay never moves a store back, nor its score in the ranking.
+
+    Outages and errors as ``flows.outputs.RedisFootfallSink`` (the same retry loop: the
+    batch is retried whole with backoff for as long as Redis is unreachable, errors that
+    retrying cannot fix stop the dataflow), with its own readiness condition
+    ``redis-store-health[<worker>]``; it shares ``storepulse_redis_up`` and the write
+    failure and retry counters.
+    """
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        from state.store_health import StoreHealthStore
+
+        return self._build(
+            StoreHealthStore,
+            f"redis-store-health[{worker_index}]",
+            kinds=(StoreHealth,),
+            on_written=set_health_gauges,
         )
 
 

@@ -32,7 +32,7 @@ msgspec.ValidationError: Expected `int`, got `str` - at `$.as_of_ts`
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
@@ -94,6 +94,35 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
 """
 REPLACE_IF_NEWER_SHA = hashlib.sha1(REPLACE_IF_NEWER_LUA.encode()).hexdigest()
+
+
+def write_newest(client: Any, codec: HashCodec[S], records: Sequence[S], key_of: Callable[[S], str]) -> list[S]:
+    """Write each key's newest record (by ``as_of_ts``; of equal, the last) as its hash with
+    the replace-if-newer script, in one pipeline. Returns the records written, not those
+    older than what Redis holds. Raises redis errors; safe to retry whole."""
+    from state.redis import run_scripted
+
+    newest: dict[str, S] = {}
+    for record in records:
+        if not isinstance(record, codec.struct):
+            raise TypeError(f"{codec.struct.__name__} store: unexpected {type(record).__name__}")
+        key = key_of(record)
+        last = newest.get(key)
+        if last is None or record.as_of_ts >= last.as_of_ts:  # type: ignore[attr-defined]
+            newest[key] = record
+    if not newest:
+        return []
+
+    def pipeline() -> object:
+        pipe = client.pipeline(transaction=False)
+        for key, record in newest.items():
+            # execute_command: redis-py blocks the evalsha method in cluster pipelines
+            as_of = encode_value(record.as_of_ts)  # type: ignore[attr-defined]
+            pipe.execute_command("EVALSHA", REPLACE_IF_NEWER_SHA, 1, key, as_of, *codec.pairs(record))
+        return pipe
+
+    results = run_scripted(client, pipeline, REPLACE_IF_NEWER_LUA)
+    return [record for record, result in zip(newest.values(), results, strict=True) if int(result)]
 
 
 def text(value: bytes | str) -> str:

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from typing import cast
 
 from connectors.schemas import StoreMembers
-from state.hashes import REPLACE_IF_NEWER_LUA, REPLACE_IF_NEWER_SHA, HashCodec, encode_value
-from state.redis import Client, run_scripted
+from state.hashes import HashCodec, write_newest
+from state.redis import Client
 
 _CODEC = HashCodec(StoreMembers)
 
@@ -52,29 +52,7 @@ class StoreMembersStore:
         """Write a batch in one pipeline; of several records of one store only the newest
         is sent (of equal ``as_of_ts``, the last). Returns the records written (not those
         older than what Redis holds). Raises redis errors; safe to retry whole."""
-        newest: dict[str, StoreMembers] = {}
-        for record in records:
-            if not isinstance(record, StoreMembers):
-                raise TypeError(f"StoreMembersStore.write: unexpected {type(record).__name__}")
-            last = newest.get(record.store_id)
-            if last is None or record.as_of_ts >= last.as_of_ts:
-                newest[record.store_id] = record
-        batch = list(newest.values())
-        if not batch:
-            return []
-
-        def pipeline() -> object:
-            pipe = self.client.pipeline(transaction=False)
-            for record in batch:
-                key = store_members_key(record.store_id)
-                # execute_command: redis-py blocks the evalsha method in cluster pipelines
-                pipe.execute_command(
-                    "EVALSHA", REPLACE_IF_NEWER_SHA, 1, key, encode_value(record.as_of_ts), *_CODEC.pairs(record)
-                )
-            return pipe
-
-        results = run_scripted(self.client, pipeline, REPLACE_IF_NEWER_LUA)
-        return [record for record, result in zip(batch, results, strict=True) if int(result)]
+        return write_newest(self.client, _CODEC, records, lambda r: store_members_key(r.store_id))
 
     def read(self, store_id: str) -> StoreMembers | None:
         """The store's record, or None if there is none."""

@@ -2,7 +2,8 @@
 
 Names follow the Prometheus guide: one ``storepulse_`` prefix, base units as suffixes,
 ``_total`` for counters, ratios 0-1. Labels come from small fixed sets (topic, reason,
-store, mall, zone, scope); never a member id, a device id or a MAC.
+store, mall, zone, scope, merchant, and an alert's status, severity and cause); never a
+member id, a device id or a MAC.
 
 >>> sorted(m for m in exported_names() if m.startswith("storepulse_input"))[:2]
 ['storepulse_input_accepted_total', 'storepulse_input_records_total']
@@ -180,6 +181,42 @@ STORE_REPURCHASE_RATE = Gauge(
     "Share of the store's active members (30 days) with two or more purchases in those 30 days.",
     ["store"],
 )
+# ---- Sales-drop watch and store health (flows.sales_watch) ------------------------------
+STORE_SALES_5M = Gauge(
+    "storepulse_store_sales_5m",
+    "Net sales (sales - refunds, counted) of the store's newest closed 5-minute bucket.",
+    ["store"],
+)
+STORE_SALES_EXPECTED_5M = Gauge(
+    "storepulse_store_sales_expected_5m",
+    "Net sales the store's learned normal expected in its newest closed 5-minute bucket (no "
+    "series while the store is closed or in its cold start); a Poisson band is expected +- "
+    "2*sqrt(expected).",
+    ["store"],
+)
+STORE_DROP_SCORE = Gauge(
+    "storepulse_store_drop_score",
+    "Sales-drop score 0-1 of the store's newest closed 5-minute bucket (0.5: alert-worthy).",
+    ["store"],
+)
+STORE_ALERT_FIRING = Gauge(
+    "storepulse_store_alert_firing",
+    "1 while a sales-drop alert of the store is firing, 0 once it resolved or none fired.",
+    ["store"],
+)
+ALERT_NOTICES = Counter(
+    "storepulse_alert_notices",
+    "Sales-drop alert notices made, by status (firing, resolved), severity and cause (a "
+    "replay after a restart counts again).",
+    ["status", "severity", "cause"],
+)
+STORE_HEALTH_SCORE = Gauge(
+    "storepulse_store_health_score",
+    "The store's health score 0-100 (sales and footfall against normal, conversion, "
+    "repurchase) as last written to Redis.",
+    ["store"],
+)
+# ---- end of the sales-drop block --------------------------------------------------------
 WEBHOOK_DELIVERIES = Counter(
     "storepulse_webhook_deliveries",
     "Webhook messages finished, by receiver and reason (delivered, or why it was given up "

@@ -48,7 +48,8 @@ def run_engine(
     if create_topics:
         from connectors.kafka import ensure_topics
 
-        names = (settings.topic_probes, settings.topic_transactions, settings.topic_members, settings.topic_deadletter)
+        names = (settings.topic_probes, settings.topic_transactions, settings.topic_members,
+                 settings.topic_deadletter, settings.topic_alerts)  # fmt: skip
         ensure_topics(settings.kafka_client_config(), {name: create_topics for name in names})
     flow = build_flow(settings)
     _serve_metrics(port, settings.metrics_addr)

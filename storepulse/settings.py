@@ -142,6 +142,24 @@ def _http_url(value: str) -> str | None:
     return None
 
 
+def _webhook_secret(value: str) -> str | None:
+    from connectors.webhooks import parse_secret  # the one reader of secrets the sender uses
+
+    try:
+        parse_secret(value)
+    except ValueError as exc:  # its messages never repeat the secret
+        return str(exc)
+    return None
+
+
+def _attempts(value: int) -> str | None:
+    return None if value >= 1 else f"{value} is not a number of attempts: give 1 or more (1: no retry)"
+
+
+def _name(value: str) -> str | None:
+    return None if value.strip() else "give a non-empty name"
+
+
 @dataclass(frozen=True)
 class Variable:
     """One environment variable: its name, the settings field it fills, its help, its check."""
@@ -186,6 +204,12 @@ VARIABLES: tuple[Variable, ...] = (
         "STOREPULSE_TOPIC_DEADLETTER",
         "topic_deadletter",
         "Output topic for every input that could not be used.",
+        check=_topic,
+    ),
+    Variable(
+        "STOREPULSE_TOPIC_ALERTS",
+        "topic_alerts",
+        "Output topic of sales-drop alert notices (Alertmanager v4 JSON, keyed by store).",
         check=_topic,
     ),
     Variable(
@@ -270,10 +294,49 @@ VARIABLES: tuple[Variable, ...] = (
         "Grafana service-account token (Editor) for `dashboards push`.",
         secret=True,
     ),
+    Variable(
+        "STOREPULSE_ALERT_WEBHOOK_URL",
+        "alert_webhook_url",
+        "Where sales-drop alerts are POSTed as signed Alertmanager webhooks (Standard Webhooks). "
+        "Unset: alerts go to the alerts topic only.",
+        check=_http_url,
+    ),
+    Variable(
+        "STOREPULSE_ALERT_WEBHOOK_SECRET",
+        "alert_webhook_secret",
+        "Signing secret of the alert webhook, whsec_<base64> (`echo whsec_$(openssl rand -base64 32)`); "
+        "required with STOREPULSE_ALERT_WEBHOOK_URL.",
+        secret=True,
+        check=_webhook_secret,
+    ),
+    Variable(
+        "STOREPULSE_ALERT_RECEIVER",
+        "alert_receiver",
+        "The Alertmanager `receiver` name in alert payloads (and the webhook metrics' label).",
+        check=_name,
+    ),
+    Variable(
+        "STOREPULSE_ALERT_WEBHOOK_TIMEOUT_S",
+        "alert_webhook_timeout_s",
+        "Timeout of each alert webhook attempt, on connecting and on every read.",
+        check=_seconds(),
+    ),
+    Variable(
+        "STOREPULSE_ALERT_WEBHOOK_ATTEMPTS",
+        "alert_webhook_attempts",
+        "Attempts per alert webhook (5xx, 429, timeouts retried with backoff); then it is dead-lettered.",
+        check=_attempts,
+    ),
+    Variable(
+        "STOREPULSE_ALERT_EXTERNAL_URL",
+        "alert_external_url",
+        "Link put in alert payloads as externalURL and generatorURL (the Grafana wall, say).",
+        check=_http_url,
+    ),
 )
 
 TOPIC_VARIABLES = ("STOREPULSE_TOPIC_PROBES", "STOREPULSE_TOPIC_TRANSACTIONS", "STOREPULSE_TOPIC_MEMBERS",
-                   "STOREPULSE_TOPIC_DEADLETTER")  # fmt: skip
+                   "STOREPULSE_TOPIC_DEADLETTER", "STOREPULSE_TOPIC_ALERTS")  # fmt: skip
 """Topics the engine reads or writes: each must be a topic of its own."""
 
 
@@ -302,6 +365,7 @@ class Settings:
     topic_transactions: str = "pos.transactions"
     topic_members: str = "members.events"
     topic_deadletter: str = "deadletter"
+    topic_alerts: str = "alerts"
     redis_url: str | None = None
     mac_hash_key: bytes | None = None
     metrics_port: int = 9464
@@ -317,6 +381,12 @@ class Settings:
     output_dir: Path = Path("storepulse-out")
     grafana_url: str | None = None
     grafana_token: str | None = None
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: str | None = None
+    alert_receiver: str = "storepulse"
+    alert_webhook_timeout_s: float = 5.0
+    alert_webhook_attempts: int = 5
+    alert_external_url: str | None = None
 
     def __post_init__(self) -> None:
         for var in VARIABLES:
@@ -341,6 +411,12 @@ class Settings:
                     f"{other} and {var.name} are both {topic!r}: each topic must be its own "
                     "(Kafka counts '.' and '_' as the same in topic names)"
                 )
+        if self.alert_webhook_url and not self.alert_webhook_secret:
+            raise ConfigError(
+                "STOREPULSE_ALERT_WEBHOOK_SECRET is not set: alerts to STOREPULSE_ALERT_WEBHOOK_URL are "
+                "signed with it (Standard Webhooks). Set it to the receiver's whsec_<base64> secret "
+                "(`echo whsec_$(openssl rand -base64 32)` makes one), or unset the URL to send no webhook."
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -124,7 +124,7 @@ def test_kafka_is_kraft_with_topics_made_up_front() -> None:
     assert loop and "--partitions 6" in script and "--if-not-exists" in script
     defaults = Settings()
     wanted = {defaults.topic_probes, defaults.topic_transactions, defaults.topic_members,
-              defaults.topic_deadletter}
+              defaults.topic_deadletter, defaults.topic_alerts}
     assert wanted <= set(shlex.split(loop.group(1)))
 
 

@@ -108,7 +108,7 @@ def test_timed_out_deliveries_are_retried_through_an_outage(kafka_broker, kafka_
     resume.start()
     try:
         for value in values:
-            producer.produce(topic, b"k", value)
+            producer.produce(topic, b"k", value, [("message_id", value)])  # headers survive retries
         producer.flush(timeout_s=20)
     finally:
         resume.cancel()
@@ -116,8 +116,10 @@ def test_timed_out_deliveries_are_retried_through_an_outage(kafka_broker, kafka_
 
     assert producer.delivered == 21
     assert producer.failed >= 20  # every message timed out at least once and was retried
-    read = Counter(r.value for r in kafka_broker.read_topic(topic))
+    records = kafka_broker.read_topic(topic)
+    read = Counter(r.value for r in records)
     assert set(read) == {b"warm-up", *values}  # at-least-once: all there, some maybe twice
+    assert all(r.headers == [("message_id", r.value)] for r in records if r.value != b"warm-up")
 
 
 def test_authentication_failure_is_reported_with_what_to_do(kafka_broker_factory):

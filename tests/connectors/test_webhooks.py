@@ -8,9 +8,6 @@ import base64
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prometheus_client import REGISTRY
@@ -35,6 +32,7 @@ from flows.alert_notices import (
 from flows.drop_context import Context
 from flows.drop_detector import AlertFingerprint, DropEvent
 from state.redis import Backoff
+from tests.fixtures.http import HttpReceiver
 from tests.fixtures.servers import free_port
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -130,8 +128,12 @@ def test_resolved_payload_ends_at_the_resolution_and_leaves_unknown_numbers_out(
 def test_notice_from_a_drop_event_and_its_context() -> None:
     ctx = Context(60.0, 30, 50.0, 400, 400.0, 1.0, START_MS + 1_500_000, ("wechat",), "payment:wechat")
     notice = AlertNotice.from_event(DropEvent("firing", FP, START_MS + 3_000_000, 0.7), ctx, merchant_id="M7")
-    assert notice == firing(severity="warning", description=notice.description)
-    assert notice.description == "30 sales where 60.0 were expected; cause: payment:wechat; footfall at 1x its normal"
+    assert notice == firing(severity="warning", summary=notice.summary, description=notice.description)
+    assert notice.summary == "Sales at store S1 are 50% below expected for 50 minutes"
+    assert notice.description == (
+        "30 sales where 60.0 were expected. No wechat sales while other payment methods kept selling: "
+        "a wechat payment outage is likely (footfall 1x its normal)."
+    )
     done = AlertNotice.from_event(DropEvent("resolved", FP, START_MS + 9_000_000, 0.1), ctx, merchant_id="M7")
     assert (done.status, done.starts_at_ms, done.ends_at_ms) == ("resolved", START_MS, START_MS + 9_000_000)
 
@@ -204,58 +206,6 @@ def test_secret_forms() -> None:
 # ---- the sender against a real HTTP server -------------------------------------------------
 
 
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver: answers with ``script`` in order (then 200) and keeps every request."""
-
-    url: str
-    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
-    requests: list[Received] = field(default_factory=list)
-    hang: threading.Event | None = None  # set: the receiver waits on it before answering
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver(url="")
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with lock:
-                state.requests.append(Received(dict(self.headers.items()), body))
-                status, headers = state.script.pop(0) if state.script else (200, {})
-            if state.hang is not None:
-                state.hang.wait(10)  # bounded; released at teardown
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_port}/hooks/alertmanager?team=ops"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    if state.hang is not None:
-        state.hang.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
 class Sleeps(list[float]):
     """An injected sleep: records each wait instead of waiting."""
 
@@ -287,11 +237,11 @@ def attempt_failures(reason: str) -> float:
     return REGISTRY.get_sample_value("storepulse_webhook_attempt_failures_total", labels) or 0.0
 
 
-def test_an_alert_arrives_signed_with_its_payload(receiver: Receiver) -> None:
+def test_an_alert_arrives_signed_with_its_payload(http_receiver: HttpReceiver) -> None:
     before = deliveries("delivered")
-    result = send_alert(sender(receiver.url, Sleeps()), firing(), external_url="https://storepulse.example")
+    result = send_alert(sender(http_receiver.url, Sleeps()), firing(), external_url="https://storepulse.example")
     assert result == Delivery(f"msg_{FP_HEX}_firing", True, 1, 200, "delivered", "HTTP 200")
-    [got] = receiver.requests
+    [got] = http_receiver.requests
     verify(SECRET, got.headers, got.body, now_s=NOW_S)  # the receiver's own check passes
     assert got.headers["webhook-id"] == f"msg_{FP_HEX}_firing"
     assert got.headers["webhook-timestamp"] == "1767229200"
@@ -302,80 +252,80 @@ def test_an_alert_arrives_signed_with_its_payload(receiver: Receiver) -> None:
     assert deliveries("delivered") == before + 1
 
 
-def test_the_same_alert_sent_twice_carries_the_same_id(receiver: Receiver) -> None:
+def test_the_same_alert_sent_twice_carries_the_same_id(http_receiver: HttpReceiver) -> None:
     clock = iter([NOW_S, NOW_S + 60])  # a replay a minute later, as after a restart
-    first = sender(receiver.url, Sleeps(), clock=lambda: next(clock))
+    first = sender(http_receiver.url, Sleeps(), clock=lambda: next(clock))
     send_alert(first, firing())
     send_alert(first, firing())
-    a, b = receiver.requests
+    a, b = http_receiver.requests
     assert a.headers["webhook-id"] == b.headers["webhook-id"] == f"msg_{FP_HEX}_firing"
     assert a.body == b.body
     assert (a.headers["webhook-timestamp"], b.headers["webhook-timestamp"]) == ("1767229200", "1767229260")
     verify(SECRET, b.headers, b.body, now_s=NOW_S + 60)
 
 
-def test_503_is_retried_with_backoff_then_delivered(receiver: Receiver) -> None:
-    receiver.script = [(503, {}), (503, {})]
+def test_503_is_retried_with_backoff_then_delivered(http_receiver: HttpReceiver) -> None:
+    http_receiver.script = [(503, {}), (503, {})]
     sleeps = Sleeps()
     before = attempt_failures("http_5xx")
-    result = sender(receiver.url, sleeps).send("msg_x", b"{}")
+    result = sender(http_receiver.url, sleeps).send("msg_x", b"{}")
     assert (result.ok, result.attempts, result.status, result.reason) == (True, 3, 200, "delivered")
-    assert len(receiver.requests) == 3
+    assert len(http_receiver.requests) == 3
     assert sleeps == [1.0, 2.0]  # base 1 s, doubling
-    assert {r.headers["webhook-id"] for r in receiver.requests} == {"msg_x"}
+    assert {r.headers["webhook-id"] for r in http_receiver.requests} == {"msg_x"}
     assert attempt_failures("http_5xx") == before + 2
 
 
-def test_each_attempt_is_signed_at_its_own_time(receiver: Receiver) -> None:
-    receiver.script = [(503, {})]
+def test_each_attempt_is_signed_at_its_own_time(http_receiver: HttpReceiver) -> None:
+    http_receiver.script = [(503, {})]
     clock = iter([NOW_S, NOW_S + 400])  # the retry comes after the tolerance window of the first
-    sender(receiver.url, Sleeps(), clock=lambda: next(clock)).send("msg_x", b"{}")
-    first, second = receiver.requests
+    sender(http_receiver.url, Sleeps(), clock=lambda: next(clock)).send("msg_x", b"{}")
+    first, second = http_receiver.requests
     assert second.headers["webhook-timestamp"] == str(int(NOW_S) + 400)
     verify(SECRET, second.headers, second.body, now_s=NOW_S + 400)
 
 
-def test_retry_after_is_honoured_and_capped(receiver: Receiver) -> None:
-    receiver.script = [(429, {"Retry-After": "7"}), (503, {"Retry-After": "3600"}), (503, {})]
+def test_retry_after_is_honoured_and_capped(http_receiver: HttpReceiver) -> None:
+    http_receiver.script = [(429, {"Retry-After": "7"}), (503, {"Retry-After": "3600"}), (503, {})]
     sleeps = Sleeps()
-    result = sender(receiver.url, sleeps, retry_after_cap_s=30.0).send("msg_x", b"{}")
+    result = sender(http_receiver.url, sleeps, retry_after_cap_s=30.0).send("msg_x", b"{}")
     assert result.ok and result.attempts == 4
     assert sleeps == [7.0, 30.0, 4.0]  # as asked; capped at 30; no header: the backoff's third wait
 
 
-def test_retry_after_as_an_http_date(receiver: Receiver) -> None:
-    receiver.script = [(503, {"Retry-After": "Thu, 01 Jan 2026 01:00:12 GMT"})]  # NOW + 12 s
+def test_retry_after_as_an_http_date(http_receiver: HttpReceiver) -> None:
+    http_receiver.script = [(503, {"Retry-After": "Thu, 01 Jan 2026 01:00:12 GMT"})]  # NOW + 12 s
     sleeps = Sleeps()
-    assert sender(receiver.url, sleeps).send("msg_x", b"{}").ok
+    assert sender(http_receiver.url, sleeps).send("msg_x", b"{}").ok
     assert sleeps == [12.0]
 
 
-def test_400_is_not_retried(receiver: Receiver) -> None:
-    receiver.script = [(400, {})]
+def test_400_is_not_retried(http_receiver: HttpReceiver) -> None:
+    http_receiver.script = [(400, {})]
     sleeps = Sleeps()
     before = deliveries("rejected")
-    result = sender(receiver.url, sleeps).send("msg_x", b"{}")
+    result = sender(http_receiver.url, sleeps).send("msg_x", b"{}")
     assert (result.ok, result.attempts, result.status, result.reason) == (False, 1, 400, "rejected")
     assert "HTTP 400 Bad Request" in result.detail
-    assert len(receiver.requests) == 1 and sleeps == []
+    assert len(http_receiver.requests) == 1 and sleeps == []
     assert deliveries("rejected") == before + 1
 
 
-def test_gives_up_after_max_attempts_with_the_reason(receiver: Receiver) -> None:
-    receiver.script = [(500, {})] * 10
+def test_gives_up_after_max_attempts_with_the_reason(http_receiver: HttpReceiver) -> None:
+    http_receiver.script = [(500, {})] * 10
     sleeps = Sleeps()
     before = deliveries("http_5xx")
-    result = sender(receiver.url, sleeps, max_attempts=3).send("msg_x", b"{}")
+    result = sender(http_receiver.url, sleeps, max_attempts=3).send("msg_x", b"{}")
     assert (result.ok, result.attempts, result.status, result.reason) == (False, 3, 500, "http_5xx")
     assert "HTTP 500 Internal Server Error (attempt 3 of 3" in result.detail
-    assert len(receiver.requests) == 3 and sleeps == [1.0, 2.0]  # no wait after the last attempt
+    assert len(http_receiver.requests) == 3 and sleeps == [1.0, 2.0]  # no wait after the last attempt
     assert deliveries("http_5xx") == before + 1
 
 
-def test_backoff_is_capped(receiver: Receiver) -> None:
-    receiver.script = [(502, {})] * 5
+def test_backoff_is_capped(http_receiver: HttpReceiver) -> None:
+    http_receiver.script = [(502, {})] * 5
     sleeps = Sleeps()
-    sender(receiver.url, sleeps, max_attempts=6).send("msg_x", b"{}")
+    sender(http_receiver.url, sleeps, max_attempts=6).send("msg_x", b"{}")
     assert sleeps == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
@@ -387,12 +337,12 @@ def test_a_closed_port_is_retried_then_reported() -> None:
     assert sleeps == [1.0, 2.0]
 
 
-def test_a_receiver_that_does_not_answer_times_out(receiver: Receiver) -> None:
-    receiver.hang = threading.Event()
+def test_a_receiver_that_does_not_answer_times_out(http_receiver: HttpReceiver) -> None:
+    http_receiver.hang = threading.Event()
     sleeps = Sleeps()
-    result = sender(receiver.url, sleeps, timeout_s=0.2, max_attempts=2).send("msg_x", b"{}")
+    result = sender(http_receiver.url, sleeps, timeout_s=0.2, max_attempts=2).send("msg_x", b"{}")
     assert (result.ok, result.attempts, result.reason) == (False, 2, "timeout")
-    assert len(receiver.requests) == 2 and sleeps == [1.0]
+    assert len(http_receiver.requests) == 2 and sleeps == [1.0]
 
 
 def test_full_jitter_stays_within_the_backoff() -> None:
@@ -409,8 +359,8 @@ def test_sender_refuses_a_bad_configuration() -> None:
         WebhookSender("http://example.com/", "not-a-whsec-secret")
 
 
-def test_waits_go_through_the_jitter(receiver: Receiver) -> None:
-    receiver.script = [(503, {}), (503, {})]
+def test_waits_go_through_the_jitter(http_receiver: HttpReceiver) -> None:
+    http_receiver.script = [(503, {}), (503, {})]
     sleeps = Sleeps()
     asked: list[float] = []
 
@@ -418,5 +368,5 @@ def test_waits_go_through_the_jitter(receiver: Receiver) -> None:
         asked.append(delay_s)
         return delay_s / 4
 
-    sender(receiver.url, sleeps, jitter=quarter).send("msg_x", b"{}")
+    sender(http_receiver.url, sleeps, jitter=quarter).send("msg_x", b"{}")
     assert asked == [1.0, 2.0] and sleeps == [0.25, 0.5]

@@ -223,3 +223,51 @@ def test_sales_amounts_are_counted_in_their_store_currency() -> None:
     ])
     after = {(s, c): amount(s, c) - before[(s, c)] for s in ("S1", "S8") for c in ("CNY", "HKD")}
     assert after == {("S1", "CNY"): 1200, ("S1", "HKD"): 0, ("S8", "CNY"): 0, ("S8", "HKD"): 5000}
+
+
+def test_sales_watch_records_set_the_store_gauges_and_count_the_notices() -> None:
+    from connectors.schemas import SalesBucket, StoreHealth
+    from flows.alert_notices import AlertNotice
+    from flows.drop_detector import AlertFingerprint
+    from flows.outputs import MetricsSink
+
+    def gauges(store: str) -> tuple[float | None, ...]:
+        names = ("sales_5m", "sales_expected_5m", "drop_score", "alert_firing", "health_score")
+        return tuple(REGISTRY.get_sample_value(f"storepulse_store_{n}", {"store": store}) for n in names)
+
+    def notices(status: str, severity: str, cause: str) -> float:
+        labels = {"status": status, "severity": severity, "cause": cause}
+        return REGISTRY.get_sample_value("storepulse_alert_notices_total", labels) or 0.0
+
+    def bucket(ts: int, net: int, expected: float | None, score: float, firing: bool) -> SalesBucket:
+        return SalesBucket(store_id="W1", bucket_ts=ts, net_sales=net, expected=expected, drop_score=score,
+                           firing=firing)  # fmt: skip
+
+    five = 300_000
+    fired = AlertNotice(AlertFingerprint("W1", T), "M1", "firing", T, severity="critical", cause="payment:wechat")
+    resolved = AlertNotice(AlertFingerprint("W1", T), "M1", "resolved", T, ends_at_ms=T + 4 * five,
+                           severity="critical", cause="payment:wechat")  # fmt: skip
+    counted = {s: notices(s, "critical", "payment:wechat") for s in ("firing", "resolved")}
+    part = MetricsSink().build("write", 0, 1)
+
+    part.write_batch([bucket(T - five, 3, None, 0.0, False)])  # cold start: no expected series
+    assert gauges("W1") == (3.0, None, 0.0, 0.0, None)
+    part.write_batch([bucket(T, 12, 11.5, 0.0, False), bucket(T + five, 2, 12.25, 0.4, False)])
+    assert gauges("W1") == (2.0, 12.25, 0.4, 0.0, None)  # the newest bucket of the batch
+    part.write_batch([fired])
+    assert gauges("W1")[3] == 1.0
+    part.write_batch([bucket(T + 2 * five, 0, 12.0, 0.93, True)])
+    assert gauges("W1") == (0.0, 12.0, 0.93, 1.0, None)
+    part.write_batch([resolved])
+    assert gauges("W1")[3] == 0.0
+    part.write_batch([fired, bucket(T + 3 * five, 1, None, 0.0, False)])  # the bucket says not firing
+    assert gauges("W1") == (1.0, None, 0.0, 0.0, None)  # closed: the expected series is gone
+    # two firing notices, one resolved; the health record is the Redis sink's, not this one's
+    health = StoreHealth(store_id="W1", merchant_id="M1", as_of_ts=T, score=40.0, sales_index=0.8,
+                         footfall_index=None, conversion_index=None, repurchase_rate=None)  # fmt: skip
+    part.write_batch([health])
+    assert gauges("W1")[4] is None
+    assert {s: notices(s, "critical", "payment:wechat") - counted[s] for s in counted} == {
+        "firing": 2,
+        "resolved": 1,
+    }
