@@ -11,6 +11,9 @@ members.events -> read_members -> decode_members (keyed by member)              
       update_profiles -> purchases, erasures (keyed by store) -> count_repurchase -> Redis, metrics
       update_profiles -> device bindings (keyed by device) ┐
 count_footfall -> visits of stable MACs (keyed by device) ┴ resolve_devices -> track_member_visits -> Redis
+count_footfall -> closed store minutes (keyed by store) ┐
+count_repurchase -> store members (keyed by store)      ┴ watch_sales -> sales buckets, store health,
+                                                          alert notices -> metrics, Redis, alerts + webhook
 anything invalid or late -> deadletter
 ```
 
@@ -21,7 +24,8 @@ the environment for ``python -m bytewax.run flows.engine:flow``.
 
 Step ids are the recovery keys of their state: renaming a stateful step
 (``decode_probes``, ``decode_transactions``, ``count_footfall``, ``update_profiles``,
-``assign_segments``, ``count_repurchase``, ``resolve_devices``, ``track_member_visits``)
+``assign_segments``, ``count_repurchase``, ``resolve_devices``, ``track_member_visits``,
+``watch_sales``)
 orphans its snapshots.
 """
 
@@ -47,11 +51,14 @@ from connectors.schemas import (
     MemberErased,
     MemberProfile,
     MemberVisits,
+    SalesBucket,
+    StoreHealth,
     StoreHour,
     StoreMembers,
     Visit,
     VisitsErased,
 )
+from flows.alert_notices import AlertNotice
 from flows.footfall import footfall_builder
 from flows.ingest import ingest, ingest_members
 from flows.member_visits import resolve_devices, track_member_visits
@@ -61,11 +68,13 @@ from flows.outputs import (
     RedisFootfallSink,
     RedisMemberVisitsSink,
     RedisProfileSink,
+    RedisStoreHealthSink,
     RedisStoreMembersSink,
     encode_deadletter,
 )
 from flows.profiles import update_profiles
 from flows.repurchase import keyed_by_store, store_repurchase
+from flows.sales_watch import store_input, watch_sales
 from flows.segments import assign_segments
 from storepulse.errors import ConfigError
 from storepulse.settings import Settings
@@ -118,6 +127,8 @@ class Sinks:
     profiles: dict[str, Sink[MemberProfile | MemberErased]] = field(default_factory=dict)
     store_members: dict[str, Sink[StoreMembers]] = field(default_factory=dict)
     member_visits: dict[str, Sink[MemberVisits | VisitsErased]] = field(default_factory=dict)
+    sales_watch: dict[str, Sink[SalesBucket | StoreHealth | AlertNotice]] = field(default_factory=dict)
+    alerts: dict[str, Sink[AlertNotice]] = field(default_factory=dict)
 
 
 def is_footfall(item: object) -> bool:
@@ -132,6 +143,10 @@ def is_device_visit(item: object) -> TypeGuard[DeviceVisit]:
 def is_for_profile_sinks(item: object) -> bool:
     """Profiles, erasures and the latency marks that follow profiles (the profile sinks')."""
     return isinstance(item, MemberProfile | MemberErased | ProfileLatency)
+
+
+def is_alert(item: object) -> TypeGuard[AlertNotice]:
+    return isinstance(item, AlertNotice)
 
 
 def binding_of(item: object) -> DeviceBinding | None:
@@ -174,6 +189,7 @@ def kafka_sources(settings: Settings) -> Sources:
 
 def default_sinks(settings: Settings, catalog: Callable[[], Catalog] | None = None) -> Sinks:
     from connectors.kafka import KafkaConfirmedSink
+    from flows.alert_outbox import alert_outbox
 
     if not settings.redis_url:
         raise ConfigError("STOREPULSE_REDIS_URL is not set: `run` serves footfall from Redis.")
@@ -184,6 +200,11 @@ def default_sinks(settings: Settings, catalog: Callable[[], Catalog] | None = No
         profiles={"profiles_redis": RedisProfileSink(settings.redis_url)},
         store_members={"store_members_redis": RedisStoreMembersSink(settings.redis_url)},
         member_visits={"member_visits_redis": RedisMemberVisitsSink(settings.redis_url)},
+        sales_watch={
+            "sales_watch_metrics": MetricsSink(catalog),
+            "store_health_redis": RedisStoreHealthSink(settings.redis_url),
+        },
+        alerts={"alerts_outbox": alert_outbox(settings)},
     )
 
 
@@ -262,6 +283,7 @@ def build_flow(
     device_visits = others.trues
     dead = op.merge("merge_deadletters", dead, others.falses)  # late records
 
+    store_members: Stream[StoreMembers] | None = None
     if member_inputs:
         member_items = member_inputs[0]
         if len(member_inputs) > 1:
@@ -288,6 +310,17 @@ def build_flow(
         visits = track_member_visits("track_member_visits", credited, erasures, tombstone_s=tombstone_s)
         for name, visits_sink in sinks.member_visits.items():
             op.output(f"write_{name}", visits, visits_sink)
+    if sources.transactions is not None:  # no sales, nothing to watch
+        watched = op.filter_map("route_store_minutes", footfall, store_input)  # (store_id, FootfallMinute)
+        if store_members is not None:
+            members_by_store = op.filter_map("route_store_members", store_members, store_input)
+            watched = op.merge("merge_watched", watched, members_by_store)
+        watch = watch_sales("watch_sales", watched, catalog)  # SalesBucket | StoreHealth | AlertNotice
+        for name, watch_sink in sinks.sales_watch.items():
+            op.output(f"write_{name}", watch, watch_sink)
+        notices = op.filter("route_alerts", watch, is_alert)
+        for name, alert_sink in sinks.alerts.items():
+            op.output(f"write_{name}", notices, alert_sink)
     for name, dead_sink in sinks.deadletter.items():
         op.output(f"write_{name}", dead, dead_sink)
     for name, sink in sinks.footfall.items():

@@ -67,9 +67,11 @@ def run_reads(
     *,
     also: Iterable[PartitionId] = (),
     recovery: RecoveryConfig | None = None,
+    watched: list[Any] | None = None,
 ) -> tuple[list[Any], list[Any]]:
     """Run the engine over literal reads of ``wifi.probes`` (and ``pos.transactions``);
-    ``also`` names input partitions no read comes from. Returns (outputs, dead letters)."""
+    ``also`` names input partitions no read comes from. Returns (outputs, dead letters);
+    the sales watch's records (``flows.sales_watch``) go to ``watched`` if given."""
     out: list[Any] = []
     dead: list[Any] = []
     extra = list(also)
@@ -80,7 +82,11 @@ def run_reads(
     flow = build_flow(
         settings,
         sources=Sources(probes=probe_source, transactions=txn_source),
-        sinks=Sinks(deadletter={"dead": TestingSink(dead)}, footfall={"out": TestingSink(out)}),
+        sinks=Sinks(
+            deadletter={"dead": TestingSink(dead)},
+            footfall={"out": TestingSink(out)},
+            sales_watch={} if watched is None else {"watched": TestingSink(watched)},
+        ),
         catalog=catalog if callable(catalog) else (lambda: catalog),
     )
     run_main(flow, epoch_interval=None if recovery is None else timedelta(0), recovery_config=recovery)

@@ -135,6 +135,9 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, speedup: float | N
                 profiles={"profiles_redis": RedisProfileSink(redis.url), "profiles_jsonl": JsonlSink(out)},
                 store_members={"store_members_redis": RedisStoreMembersSink(redis.url)},
                 member_visits={"member_visits_redis": RedisMemberVisitsSink(redis.url)},
+                # one simulated day is inside the detector's cold start: gauges of actual sales
+                # only, and no alert (storepulse eval alerts runs the detector over 8 weeks)
+                sales_watch={"sales_watch_metrics": MetricsSink(watcher.current)},
             ),
             catalog=watcher.current,
         )

@@ -6,7 +6,8 @@ declared metric (including ones appended later) a few labelled samples, and serv
 ``TICK_S`` and observing one value in the middle of every histogram's buckets, so that
 rate(), increase() and histogram_quantile() panels (profile updates, members erased,
 loyalty points, sale-to-profile latency, ...) show values above zero, as a running
-engine's would. Ratios (names ending ``_ratio`` or ``_rate``) get values between 0 and 1.
+engine's would. Ratios (names ending ``_ratio`` or ``_rate``) and scores 0-1 get values
+between 0 and 1; 0/1 flags (``_firing``) are 1 for the first label set, 0 for the others.
 The dashboard tests scrape it with a real Prometheus; ``storepulse demo --run-on
 --metrics-port PORT`` is the drop-in replacement.
 
@@ -38,6 +39,9 @@ VALUES: dict[str, tuple[str, ...]] = {
     "partition": ("0", "1"),
     "currency": ("CNY",),
     "merchant": ("X1", "X2"),
+    "status": ("firing", "resolved"),
+    "severity": ("warning", "critical"),
+    "cause": ("traffic", "payment:wechat"),
 }
 # Labels whose values go together rather than as a cartesian product.
 PAIRED: dict[tuple[str, ...], tuple[tuple[str, ...], ...]] = {
@@ -68,6 +72,8 @@ def fill(metric: MetricWrapperBase, index: int) -> None:
         value = 1 + index + n
         if isinstance(metric, Counter):
             child(metric, labels).inc(value * 10)
+        elif isinstance(metric, Gauge) and metric._name.endswith(FLAGS):
+            child(metric, labels).set(1 if n == 0 else 0)
         elif isinstance(metric, Gauge):
             child(metric, labels).set(value / (value + 1) if metric._name.endswith(RATIOS) else value)
         elif isinstance(metric, Histogram):
@@ -78,7 +84,8 @@ def fill(metric: MetricWrapperBase, index: int) -> None:
 
 
 TICK_S = 0.5  # below the test Prometheus's scrape interval: every scrape sees growth
-RATIOS = ("_ratio", "_rate")  # gauges of a share, 0-1
+RATIOS = ("_ratio", "_rate", "_drop_score")  # gauges of a share or a score, 0-1
+FLAGS = ("_firing",)  # gauges of 0 or 1
 
 
 def grow(metric: Counter | Histogram) -> None:
