@@ -495,3 +495,15 @@ def test_visitors_inside_do_not_depend_on_how_minutes_are_closed() -> None:
     assert inside["one read"] == inside["minute reads"]
     # inside from the 2nd minute of each visit (120 s after its first probe), not at 12:25
     assert [inside["one read"][m * MIN] for m in (0, 1, 2, 25, 26, 27)] == [0, 1, 1, 0, 1, 1]
+
+
+def test_a_minute_snapshotted_before_refunds_and_payments_resumes_and_counts_them() -> None:
+    import pickle
+
+    from flows.footfall import Minute
+
+    old = Minute()
+    old.sales["S1"] = [2, 1200]  # [count, amount]: the layout before refunds were counted
+    del old.__dict__["payments"]  # and no payment methods
+    resumed = pickle.loads(pickle.dumps(old))
+    assert resumed.sales == {"S1": [2, 1200, 0]} and resumed.payments == {}
