@@ -65,12 +65,24 @@ class Store(msgspec.Struct, kw_only=True, frozen=True):
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
+class PeopleCalibration(msgspec.Struct, kw_only=True, frozen=True):
+    """How a sensor's device counts become people (``flows.people``): a device counts at
+    ``floor`` dBm or stronger, and people = max(0, ``intercept`` + sum of ``coef[feature]``
+    x log1p(feature)) per 5-minute window. Fitted from labelled data by ``storepulse eval
+    occupancy --train DIR``; the default is the fit on the lab's development days."""
+
+    floor: int = -65
+    intercept: float = 0.0
+    coef: dict[str, float] = msgspec.field(default_factory=dict)
+
+
 class Sensor(msgspec.Struct, kw_only=True, frozen=True):
     """A WiFi sensor. ``store_id`` None means a mall common area (corridor, atrium).
 
     A device heard at ``visit_rssi`` dBm or stronger is inside the sensor's store; one
     inside for ``min_dwell_s`` is a visitor. ``visit_timeout_s`` without a strong sighting
-    ends a visit.
+    ends a visit. ``people``: the sensor's calibration from devices to people (None: the
+    default, ``flows.people.DEFAULT_CALIBRATION``).
     """
 
     sensor_id: str
@@ -82,6 +94,7 @@ class Sensor(msgspec.Struct, kw_only=True, frozen=True):
     visit_rssi: int = -70
     min_dwell_s: int = 120
     visit_timeout_s: int = 600
+    people: PeopleCalibration | None = None
 
 
 class Level(msgspec.Struct, kw_only=True, frozen=True):
@@ -247,6 +260,12 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
                 raise CatalogError(f"sensor {sensor.sensor_id}: unknown mall {sensor.mall_id!r}")
             if sensor.store_id is None and sensor.mall_id is None:
                 raise CatalogError(f"sensor {sensor.sensor_id}: needs a store_id or a mall_id")
+            if sensor.people is not None:
+                from flows.people import FEATURES  # the features a calibration may weigh
+
+                unknown = sorted(set(sensor.people.coef) - set(FEATURES))
+                if unknown:
+                    raise CatalogError(f"sensor {sensor.sensor_id}: people: unknown features {', '.join(unknown)}")
 
     @cached_property
     def _malls(self) -> dict[str, Mall]:

@@ -169,6 +169,23 @@ class FootfallMinute(msgspec.Struct, kw_only=True, frozen=True):
     payments: dict[str, int] = msgspec.field(default_factory=dict)
 
 
+class PeopleCount(msgspec.Struct, kw_only=True, frozen=True):
+    """People estimated present at one sensor in a closed 5-minute event-time window
+    (``flows.people``), with the counts behind it: ``macs``, distinct MAC addresses heard
+    at the sensor's signal floor or stronger; ``devices``, distinct devices after merging
+    the randomised MACs of one phone and leaving out always-present devices. A window in
+    which the sensor heard nothing has no record."""
+
+    sensor_id: str
+    zone: str
+    store_id: str | None
+    mall_id: str
+    window_ts: int
+    people: float
+    macs: int
+    devices: int
+
+
 class StoreHour(msgspec.Struct, kw_only=True, frozen=True):
     """Running totals of one store for one event-time hour (absolute values, so a replay
     rewrites the same numbers). Visits count in the hour they started.

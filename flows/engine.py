@@ -51,6 +51,7 @@ from connectors.schemas import (
     MemberErased,
     MemberProfile,
     MemberVisits,
+    PeopleCount,
     SalesBucket,
     StoreHealth,
     StoreHour,
@@ -132,8 +133,9 @@ class Sinks:
 
 
 def is_footfall(item: object) -> bool:
-    """What the footfall sinks take: minutes, store-hours and visits (no device id)."""
-    return isinstance(item, FootfallMinute | StoreHour | Visit)
+    """What the footfall sinks take: minutes, store-hours, visits and people counts (no
+    device id)."""
+    return isinstance(item, FootfallMinute | StoreHour | Visit | PeopleCount)
 
 
 def is_device_visit(item: object) -> TypeGuard[DeviceVisit]:

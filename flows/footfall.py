@@ -14,6 +14,9 @@ Writes, as event time passes each minute (watermark minus the allowed lateness):
 - ``StoreHour`` running totals whenever an hour of a store changed: visitors (by the hour
   their visit started), passers-by, capture rate, conversion, dwell median and buckets,
   new vs returning, sales;
+- ``PeopleCount`` per sensor and closed 5-minute window in which it heard anything:
+  people estimated present, with the distinct MACs and devices behind it (``flows.people``;
+  the sensor's calibration comes from the catalog);
 - ``DeadLetter`` (reason ``late``) for a record whose minute was already closed.
 
 State per site: the event clock, the open minutes, the rolling distinct counters, the
@@ -31,6 +34,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
+import operator
 import pickle
 import statistics
 import time
@@ -40,13 +45,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
+import numpy as np
 from bytewax.operators import StatefulBatchLogic
 
 from connectors.catalog import Catalog
 from connectors.decode import Reason
 from connectors.records import DeviceVisit, Sale, Sighting, SiteBatch
-from connectors.schemas import DeadLetter, FootfallMinute, StoreHour, Visit, dwell_bucket
+from connectors.schemas import DeadLetter, FootfallMinute, PeopleCount, StoreHour, Visit, dwell_bucket
 from flows.clock import EventClock
+from flows.people import DEFAULT_CALIBRATION, DEFAULT_FLOOR, Calibration, Params, SensorPeople
 from flows.rolling import RollingDistinct
 from flows.visits import ClosedVisit, Rule, VisitTracker
 from storepulse import metrics
@@ -57,7 +64,8 @@ HOURS_KEPT_MS = 36 * HOUR_MS
 TXN_IDS_KEPT_MS = 24 * HOUR_MS
 RETURNING_DAYS = 30
 
-Output = FootfallMinute | StoreHour | Visit | DeviceVisit | DeadLetter
+Output = FootfallMinute | StoreHour | Visit | PeopleCount | DeviceVisit | DeadLetter
+_PEOPLE_COLUMNS = operator.attrgetter("sensor_id", "ts", "device", "randomized", "rssi", "seq", "fingerprint")
 Scope = tuple[str, str]  # ("zone" | "store" | "mall", id)
 
 
@@ -101,17 +109,27 @@ class SiteFootfall:
     hours: dict[tuple[str, int], Hour] = field(default_factory=dict)
     last_visit_day: dict[str, dict[int, int]] = field(default_factory=dict)
     txn_ids: dict[str, int] = field(default_factory=dict)
+    people: dict[str, SensorPeople] = field(default_factory=dict)  # by sensor
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A site snapshotted before people were counted resumes with no counters."""
+        state.setdefault("people", {})
+        self.__dict__.update(state)
 
     def process(self, batch: SiteBatch, catalog: Catalog) -> list[Output]:
         self.clock.observe(batch.source, batch.progress_ts, idle=batch.idle)
         out: list[Output] = []
         accepted = 0
+        heard: list[Sighting] = []
         for s in batch.sightings:
             if self._late(s.ts):
                 out.append(_late(batch.source, s.offset, s))
             else:
                 self._add_sighting(s, catalog)
+                heard.append(s)
                 accepted += 1
+        if heard:
+            self._count_people(heard)
         for sale in batch.sales:
             # a repeat of a counted transaction is a duplicate, however late it comes
             if self._late(sale.ts) and sale.txn_id not in self.txn_ids:
@@ -153,6 +171,64 @@ class SiteFootfall:
             minute.loudest[key] = s
         if s.store_id is not None:
             self._hour(s.store_id, s.ts).passers_by.add(s.device)
+
+    def _count_people(self, heard: list[Sighting]) -> None:
+        """Hand a batch's sightings to each sensor's people counter, as columns. A report
+        holds one sensor's observations, so a batch is a few runs of one sensor each."""
+        rows = list(map(_PEOPLE_COLUMNS, heard))
+        sensors, ts, device, randomized, rssi, seq, fingerprint = zip(*rows, strict=True)
+        columns = (
+            np.array(ts, np.int64),
+            np.array(device, np.uint64),
+            np.array(randomized, np.bool_),
+            np.array(rssi, np.int64),
+            np.array([-1 if q is None else q for q in seq], np.int64),
+            np.array(fingerprint, np.int64),
+        )
+        start = 0
+        runs: dict[str, list[slice]] = {}
+        for sensor_id, run in itertools.groupby(sensors):
+            n = sum(1 for _ in run)
+            runs.setdefault(sensor_id, []).append(slice(start, start + n))
+            start += n
+        for sensor_id, slices in runs.items():
+            counter = self.people.get(sensor_id)
+            if counter is None:
+                counter = self.people[sensor_id] = SensorPeople()
+            if len(slices) == 1:
+                counter.add(*(c[slices[0]] for c in columns))
+            else:
+                counter.add(*(np.concatenate([c[part] for part in slices]) for c in columns))
+
+    def _close_people(self, horizon: int | None, catalog: Catalog) -> list[PeopleCount]:
+        """Each sensor's 5-minute windows that end by ``horizon`` (all: None), estimated
+        with the sensor's calibration from the catalog."""
+        out = []
+        for sensor_id, counter in self.people.items():
+            sensor = catalog.sensor(sensor_id)
+            if sensor is None:
+                continue
+            calibration = sensor.people
+            if calibration is None:
+                counter.params, counter.calibration = Params(floor=DEFAULT_FLOOR), DEFAULT_CALIBRATION
+            else:
+                counter.params = Params(floor=calibration.floor)
+                counter.calibration = Calibration(calibration.intercept, dict(calibration.coef))
+            until = (1 << 62) if horizon is None else horizon
+            for w in counter.close(until):
+                out.append(
+                    PeopleCount(
+                        sensor_id=sensor_id,
+                        zone=sensor.zone,
+                        store_id=sensor.store_id,
+                        mall_id=self.site,
+                        window_ts=w.window_start_ts,
+                        people=round(w.people or 0.0, 2),
+                        macs=int(w.features["macs"]),
+                        devices=int(w.features["chains"] + w.features["stable_np"]),
+                    )
+                )
+        return out
 
     def _place(self, minute: Minute, catalog: Catalog) -> None:
         """Put each device, each second of a closed minute, inside at most one store: the one
@@ -213,6 +289,7 @@ class SiteFootfall:
             if not visit.randomized:  # a randomised MAC's id changes daily: never bound
                 out.append(DeviceVisit(visit.device, visit.store_id, visit.start_ts, visit.end_ts))
         out.extend(self._store_hour(key) for key in sorted(dirty))
+        out.extend(self._close_people(horizon, catalog))
         if horizon is not None:
             out.extend(self._quiet_scopes(horizon - MINUTE_MS, out, catalog))
             self.closed_until = horizon

@@ -7,6 +7,7 @@ storepulse catalog load FILE.yaml    load malls, stores, sensors, campaigns into
 storepulse catalog export            write a scenario's catalog as YAML
 storepulse eval footfall|profiles    engine footfall or member profiles vs the simulator's truth
 storepulse eval alerts               the sales-drop detector vs labelled incidents
+storepulse eval occupancy --data DIR people estimated by the engine vs people counted (lab data)
 storepulse profile show MEMBER_ID    a member's profile as stored in Redis
 storepulse bench profile-latency     sale to profile in Redis, measured against a running engine
 storepulse dashboards push           push the Grafana dashboards
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from storepulse.errors import StorepulseError
+from storepulse.errors import ConfigError, StorepulseError
 from storepulse.settings import Settings, describe_variables
 
 log = logging.getLogger("storepulse")
@@ -135,8 +136,8 @@ def parser() -> argparse.ArgumentParser:
     _scenario_args(export, "demo")
     export.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
 
-    ev = sub.add_parser("eval", help="compare the engine's results with the simulator's truth")
-    ev.add_argument("what", choices=["footfall", "profiles", "alerts"])
+    ev = sub.add_parser("eval", help="compare the engine's results with the simulator's truth or labelled data")
+    ev.add_argument("what", choices=["footfall", "profiles", "alerts", "occupancy"])
     ev.add_argument(
         "--scenario",
         help="bundled scenario name or YAML path (default: eval-footfall for footfall, members-month for "
@@ -144,6 +145,16 @@ def parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--seed", type=int, default=7, help="random seed of the simulation (default: 7)")
     ev.add_argument("--json", action="store_true", help="print only the JSON result")
+    ev.add_argument(
+        "--data",
+        type=Path,
+        help="occupancy: a lab-probes folder (sightings.jsonl.gz, occupancy.csv) to replay through the "
+        "engine and score; alone, validated by leaving whole days out",
+    )
+    ev.add_argument("--train", type=Path, help="occupancy: a lab-probes folder to fit the calibrations on")
+    ev.add_argument(
+        "--folds", type=_number(int, minimum=2), default=5, help="occupancy without --train: folds of days (5)"
+    )
 
     prof = sub.add_parser("profile", help="member profiles in Redis")
     prof_sub = prof.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
@@ -265,6 +276,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             from storepulse.eval_alerts import evaluate_alerts
 
             return evaluate_alerts(args.seed, as_json=args.json)
+        if args.what == "occupancy":
+            from storepulse.eval_occupancy import evaluate_occupancy
+
+            if args.data is None:
+                raise ConfigError("eval occupancy needs --data DIR (a lab-probes folder)")
+            return evaluate_occupancy(args.train, args.data, folds=int(args.folds), as_json=args.json)
         return evaluate_footfall(args.scenario or "eval-footfall", args.seed, as_json=args.json)
     if args.command == "profile":
         from storepulse.run import show_profile
@@ -278,7 +295,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     if args.command == "dashboards":
         from dashboards.push import push_dashboards
-        from storepulse.errors import ConfigError
 
         settings = Settings.from_env()
         if not settings.grafana_url:
