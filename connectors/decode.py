@@ -198,24 +198,7 @@ def _schema_error(exc: msgspec.DecodeError, value: bytes) -> Rejection:
     return Rejection(Reason.BAD_JSON, str(exc))
 
 
-_IE_MULT = 0x100000001B3
 _CANONICAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
-
-
-def fingerprint(ie: list[int] | None, vendor_ie: list[int] | None) -> int:
-    """A 63-bit hash of a frame's information-element ids and vendor OUIs (0 if absent).
-
-    Phones of one model share it, and it survives MAC randomisation.
-
-    >>> fingerprint([0, 1, 50], [6130]) == fingerprint([0, 1, 50], [6130]), fingerprint(None, None)
-    (True, 0)
-    """
-    if not ie and not vendor_ie:
-        return 0
-    h = 0xCBF29CE484222325
-    for v in (*(ie or ()), -1, *(vendor_ie or ())):
-        h = ((h ^ (v & 0xFFFFFFFF)) * _IE_MULT) & 0x7FFFFFFFFFFFFFFF
-    return h or 1
 
 
 class ProbeDecoder(_Decoder):
@@ -275,8 +258,8 @@ class ProbeDecoder(_Decoder):
                                 device=device,
                                 randomized=bool(int(obs.mac[:2], 16) & 0x02),
                                 rssi=obs.rssi,
-                                seq=obs.seq,
-                                fingerprint=fingerprint(obs.ie, obs.vendor_ie),
+                                seq=None if obs.seq is None else self.hasher.seq(obs.seq, obs.ts),
+                                fingerprint=self.hasher.fingerprint(obs.ie, obs.vendor_ie),
                                 offset=msg.offset,
                             ),
                         )

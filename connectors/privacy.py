@@ -14,6 +14,8 @@ True
 False
 >>> redact(b'{"mac": "a4:5e:60:1b:22:9c", "phone": "13812345678"}', h)
 b'{"mac": "mac#2376c9442d73a11a", "phone": "phone#redacted"}'
+>>> redact(b'{"seq": 2187, "ie": [0, 1, 50], "vendor_ie":[6130]}', h)
+b'{"seq": null, "ie": null, "vendor_ie":null}'
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-]?)[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}$
 _MAC_IN_TEXT = re.compile(rb"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}(?![0-9A-Fa-f])")
 _BARE_MAC_IN_TEXT = re.compile(rb"(?<![0-9A-Fa-f])[0-9A-Fa-f]{12}(?![0-9A-Fa-f])")
 _PHONE_IN_TEXT = re.compile(rb"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d{9}(?!\d)")
+# A probe's sequence number and element lists (JSON as sensors write it): dropped from raw text.
+_SEQ_IN_TEXT = re.compile(rb'("seq"\s*:\s*)-?\d+')
+_ELEMENTS_IN_TEXT = re.compile(rb'("(?:vendor_)?ie"\s*:\s*)\[[^\]]*\]')
 DAY_MS = 86_400_000
 
 
@@ -52,6 +57,47 @@ class DeviceHasher:
         if not key:
             raise ValueError("the MAC hash key must not be empty")
         self._key = key
+        self._seq_offsets: dict[int, int] = {}  # UTC day -> offset
+        self._fingerprints: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+
+    def seq(self, seq: int, ts_ms: int) -> int:
+        """An 802.11 sequence number as it leaves the first step: shifted by a keyed offset
+        of the UTC day, mod 4096. Differences survive (a phone's numbers still continue
+        across a MAC change), the raw number does not.
+
+        >>> h = DeviceHasher(b"k")
+        >>> a, b = h.seq(4095, 0), h.seq(3, 1000)
+        >>> (b - a) % 4096, h.seq(7, 0) == 7 or h.seq(7, 0) != h.seq(7, 86_400_000)
+        (4, True)
+        """
+        day = ts_ms // DAY_MS
+        offset = self._seq_offsets.get(day)
+        if offset is None:
+            offset = self._seq_offsets[day] = hmac.digest(self._key, b"seq@%d" % day, "sha256")[0] << 4 | 1
+        return (seq + offset) % 4096
+
+    def fingerprint(self, ie: list[int] | None, vendor_ie: list[int] | None) -> int:
+        """A keyed 63-bit hash of a frame's information-element ids and vendor OUIs (0 if
+        it has neither). Phones of one model share it, and it survives MAC randomisation;
+        without the key it gives nothing back. Cached: a site hears few models.
+
+        >>> h = DeviceHasher(b"k")
+        >>> h.fingerprint([0, 1, 50], [6130]) == h.fingerprint([0, 1, 50], [6130]), h.fingerprint(None, [])
+        (True, 0)
+        >>> h.fingerprint([0, 1, 50], [6130]) == DeviceHasher(b"other").fingerprint([0, 1, 50], [6130])
+        False
+        """
+        if not ie and not vendor_ie:
+            return 0
+        key = (tuple(ie or ()), tuple(vendor_ie or ()))
+        value = self._fingerprints.get(key)
+        if value is None:
+            if len(self._fingerprints) >= 65536:
+                self._fingerprints.clear()
+            text = b"ie@" + ",".join(map(str, key[0])).encode() + b"|" + ",".join(map(str, key[1])).encode()
+            digest = hmac.digest(self._key, text, "sha256")
+            value = self._fingerprints[key] = (int.from_bytes(digest[:8], "big") >> 1) or 1
+        return value
 
     def device(self, mac: str, ts_ms: int) -> int:
         """64-bit device id of a MAC (any common notation) heard at ``ts_ms``.
@@ -94,10 +140,13 @@ def unescape_mac_chars(raw: bytes) -> bytes:
 
 def redact(raw: bytes, hasher: DeviceHasher) -> bytes:
     """Replace every MAC address and mainland-China mobile number in ``raw``, MACs written
-    with JSON ``\\u`` escapes included.
+    with JSON ``\\u`` escapes included, and a probe's ``seq`` and element lists (``ie``,
+    ``vendor_ie``) with ``null``.
 
     Used on every raw value that leaves the first step (dead-letter records, logs).
     """
     out = _MAC_IN_TEXT.sub(lambda m: hasher.token(m.group().decode()).encode(), unescape_mac_chars(raw))
     out = _BARE_MAC_IN_TEXT.sub(lambda m: hasher.token(m.group().decode()).encode(), out)
+    out = _SEQ_IN_TEXT.sub(rb"\1null", out)
+    out = _ELEMENTS_IN_TEXT.sub(rb"\1null", out)
     return _PHONE_IN_TEXT.sub(b"phone#redacted", out)

@@ -77,10 +77,24 @@ def test_a_good_sighting_is_pseudonymised() -> None:
         expected_device,
         False,
         -60,
-        7,
+        (7 + (hmac.new(KEY, b"seq@%d" % (NOW_MS // 86_400_000), hashlib.sha256).digest()[0] << 4 | 1)) % 4096,
         10,
     )
-    assert s.fingerprint != 0
+    # neither the raw sequence number nor the element list leaves the first step: a keyed
+    # offset of the day (differences kept) and a keyed hash of the elements
+    assert s.seq != 7
+    elements = int.from_bytes(hmac.new(KEY, b"ie@0,1|6130", hashlib.sha256).digest()[:8], "big") >> 1
+    assert s.fingerprint == elements
+
+
+def test_a_dead_letter_keeps_no_sequence_number_or_element_list() -> None:
+    # rejected for its rssi; its raw bytes go to the dead-letter topic without the MAC,
+    # the sequence number or the element ids and OUIs
+    good, [dead] = decode_probes(probe(rssi=12, seq=2187, ie=[0, 1, 50, 221], vendor_ie=[6130, 20722]))
+    assert good == [] and dead.reason == "bad_value"
+    for raw in ("2187", "221", "6130", "20722", MAC):
+        assert raw not in dead.raw, raw
+    assert json.loads(dead.raw)["seq"] is None and json.loads(dead.raw)["ie"] is None
 
 
 @pytest.mark.parametrize(
