@@ -5,6 +5,10 @@ writer takes them on). Deterministic by seed: the same scenario, seed and ``now`
 the same bytes, in the same order (every random draw comes from a numpy Generator seeded
 by ``(seed, stream, site)``; there is no global random state).
 
+Sightings come from the people's phones and, when the scenario has them, from devices
+that never leave (``simulators.fixed``: store equipment, staff phones), which the truth
+keeps apart from people (``Truth.devices``).
+
 Everything is computed on first use of ``events()`` or ``truth`` and kept in memory
 (a few hundred MB at most for a day of a few malls); ``truth`` is therefore available
 before, during and after iterating ``events()``. ``SimEvent.ts`` is when the message is
@@ -35,6 +39,7 @@ import numpy as np
 
 from connectors.catalog import Catalog
 from simulators import badrecords
+from simulators.fixed import FixedDevices, draw_fixed
 from simulators.geometry import Site, build_catalog, build_sites
 from simulators.members import ERASE_MINUTE, plan_erasures, plan_members
 from simulators.messy import Mess, mess_up, repeats
@@ -47,11 +52,11 @@ from simulators.people import (
     hourly_weights,
     plan_trips,
 )
-from simulators.phones import MODELS, MacTable, probe_frames
+from simulators.phones import FINGERPRINTS, MODELS, Frames, MacTable, probe_frames
 from simulators.pos import StoreInfo, TrueSale, Windows, encode_sale, make_sales, redeem_points
-from simulators.radio import Messages, SensorSetup, hear, probe_messages
+from simulators.radio import Heard, Messages, SensorSetup, hear, probe_messages
 from simulators.scenario import FlashCrowd, PaymentOutage, SalesDrop, Scenario, SensorDark
-from simulators.truth import TruePerson, TrueVisit, Truth
+from simulators.truth import TrueDevice, TruePerson, TrueVisit, Truth
 from storepulse.errors import ConfigError
 
 PROBES, SALES, MEMBERS = "wifi.probes", "pos.transactions", "members.events"
@@ -59,7 +64,7 @@ TOPICS = (PROBES, SALES, MEMBERS)
 POOL_FACTOR = 2.5  # people per site per busiest day, so regulars come back on later days
 _STREAM = {"sensors": 1, "arrivals": 2, "people": 3, "paths": 4, "radio": 5, "pos": 6,
            "members": 7, "bad": 8, "macs": 9, "messy": 10, "erase": 11,
-           "loyalty": 12}
+           "loyalty": 12, "fixed": 13, "capture": 14}
 
 
 class SimEvent(NamedTuple):
@@ -147,8 +152,11 @@ class MallSimulator:
         batched_flags: list[bool] = []
         sightings = 0
         next_member = 1
-        fp_json = [(msgspec.json.encode(list(m.ie)), msgspec.json.encode(list(m.vendor_ie)))
-                   for m in MODELS]
+        fps = (FINGERPRINTS if sc.mac_behaviour == "realistic"
+               else tuple((m.ie, m.vendor_ie) for m in MODELS))
+        fp_json = [(msgspec.json.encode(list(ie)), msgspec.json.encode(list(vendor)))
+                   for ie, vendor in fps]
+        devices: list[TrueDevice] = []
         for si, site in enumerate(self.sites):
             day_trips, hours = [], []
             rng = self._rng("arrivals", si)
@@ -217,18 +225,27 @@ class MallSimulator:
                     nights_ms=[sc.local_ms(d, ERASE_MINUTE) for d in self.dates], share=sc.erase_share)
             merchants = {s.store_id: s.merchant_id for s in stores}
             sales += [(s, encode_sale(s, merchants[s.store_id], items)) for s, items in made]
-            n_site, flags = self._probes(si, site, people, trips, macs, setups, fp_json, probes)
+            fixed = None
+            if sc.store_devices_per_store or sc.staff_phones_per_store:
+                fixed = draw_fixed(self._rng("fixed", si), sc, site, macs)
+                devices += [TrueDevice(d, site.site_id, site.store_ids[int(s)], k, bool(r))
+                            for d, k, s, r in zip(fixed.device_id, fixed.kind,
+                                                  fixed.store.tolist(), fixed.randomized.tolist(),
+                                                  strict=True)]
+            n_site, flags = self._probes(si, site, people, trips, macs, setups, fp_json, probes,
+                                         fixed)
             sightings += n_site
             batched_flags += flags
         built = self._assemble(probes, batched_flags, sales, member_events, visits, sightings,
                                repeat_at)
         built.truth.mac_owner = dict(zip(macs.text, macs.owner, strict=True))
         built.truth.people = {p.person_id: p for p in people_truth}
+        built.truth.devices = {d.device_id: d for d in devices}
         return built
 
     def _probes(self, si: int, site: Site, people: Population, trips: Trips, macs: MacTable,
                 setups: dict[str, SensorSetup], fp_json: list[tuple[bytes, bytes]],
-                out: Messages) -> tuple[int, list[bool]]:
+                out: Messages, fixed: FixedDevices | None = None) -> tuple[int, list[bool]]:
         phone = people.has_phone[trips.person]
         t_idx = np.flatnonzero(phone)
         per = trips.person[t_idx]
@@ -238,13 +255,31 @@ class MallSimulator:
             mean_interval_s=people.mean_interval_s[per], randomized=people.randomized[per],
             stable_mac=people.stable_mac[per], rotation_s=people.rotation_s[per],
             rotation_phase_s=people.rotation_phase_s[per],
-            owner=[people.person_id[p] for p in per.tolist()], macs=macs)
+            owner=[people.person_id[p] for p in per.tolist()], macs=macs,
+            per_burst=people.per_burst[per], seq_restart=people.seq_restart[per])
         trip = t_idx[frames.trip]
         x, y, region = trips.position(trip, frames.ts)
         person = trips.person[trip]
+        offset = people.device_offset_db[person]
+        fingerprint = people.fingerprint[person]
+        if fixed is not None and len(fixed):
+            ff, dev = self._fixed_frames(si, site, fixed, macs)
+            assert ff.burst is not None  # probe_frames always says which burst
+            fx, fy, fregion = fixed.positions(self._rng("fixed", 2000 + si), site, dev, ff.burst)
+            x, y, region = (np.concatenate(a) for a in ((x, fx), (y, fy), (region, fregion)))
+            offset = np.concatenate([offset, fixed.device_offset_db[dev]])
+            fingerprint = np.concatenate([fingerprint, fixed.fingerprint[dev]])
+            frames = Frames(trip=np.concatenate([frames.trip, -1 - dev]),
+                            ts=np.concatenate([frames.ts, ff.ts]),
+                            seq=np.concatenate([frames.seq, ff.seq]),
+                            ch=np.concatenate([frames.ch, ff.ch]),
+                            mac=np.concatenate([frames.mac, ff.mac]))
         heard = hear(rng, self.scenario.radio, x=x, y=y, region=region,
-                     device_offset_db=people.device_offset_db[person],
-                     sensor_xy=site.sensor_xy, walls=site.walls)
+                     device_offset_db=offset, sensor_xy=site.sensor_xy, walls=site.walls)
+        if self.scenario.radio.capture_share < 1:
+            keep = (self._rng("capture", si).random(len(heard.frame))
+                    < self.scenario.radio.capture_share)
+            heard = Heard(heard.frame[keep], heard.sensor[keep], heard.rssi[keep])
         mac_bytes = [m.encode() for m in macs.text]
         flags: list[bool] = []
         order = np.argsort(heard.sensor, kind="stable")
@@ -255,13 +290,29 @@ class MallSimulator:
             f = heard.frame[sel]
             msgs = probe_messages(
                 setups[sensor_id], ts=frames.ts[f], rssi=heard.rssi[sel], mac=frames.mac[f],
-                seq=frames.seq[f], ch=frames.ch[f], model=people.model[person[f]],
+                seq=frames.seq[f], ch=frames.ch[f], model=fingerprint[f],
                 mac_text=mac_bytes, fp_json=fp_json,
                 batch_interval_ms=int(self.scenario.batch_interval_s * 1000))
             out.extend(msgs)
             flags += [setups[sensor_id].batched] * len(msgs.ts)
             total += msgs.sightings
         return total, flags
+
+    def _fixed_frames(self, si: int, site: Site, fixed: FixedDevices,
+                      macs: MacTable) -> tuple[Frames, np.ndarray]:
+        """Probe frames of a site's fixed devices on every day, and the device of each."""
+        sc = self.scenario
+        days = [(sc.local_ms(d, 0), sc.local_ms(d, site.open_min), sc.local_ms(d, site.close_min),
+                 sc.local_ms(d, 24 * 60)) for d in self.dates]
+        dev, start, end = fixed.windows(days)
+        frames = probe_frames(
+            self._rng("fixed", 1000 + si), arrive_ms=start, depart_ms=end,
+            mean_interval_s=fixed.mean_interval_s[dev], randomized=fixed.randomized[dev],
+            stable_mac=fixed.stable_mac[dev], rotation_s=fixed.rotation_s[dev],
+            rotation_phase_s=fixed.rotation_phase_s[dev],
+            owner=[fixed.device_id[k] for k in dev.tolist()], macs=macs,
+            per_burst=fixed.per_burst[dev], seq_restart=fixed.seq_restart[dev])
+        return frames, dev[frames.trip]
 
     def _sensor_setups(self) -> dict[str, SensorSetup]:
         """Which sensors batch and which add sniffer extras: exactly the scenario's shares

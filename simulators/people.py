@@ -25,7 +25,15 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from simulators.geometry import Site
-from simulators.phones import MODEL_SHARES, MacTable, random_macs, stable_macs
+from simulators.phones import (
+    FP_FIRST,
+    MODEL_SHARES,
+    PHONE_SHARES,
+    REALISTIC_MODELS,
+    MacTable,
+    random_macs,
+    stable_macs,
+)
 from simulators.scenario import Scenario
 from simulators.shops import CATEGORIES
 
@@ -73,7 +81,7 @@ class Population:
 
     person_id: list[str]
     has_phone: np.ndarray
-    model: np.ndarray
+    model: np.ndarray  # index into phones.MODELS, or REALISTIC_MODELS when realistic
     randomized: np.ndarray
     stable_mac: np.ndarray  # MAC-table index, -1 without a phone or when randomised
     bind_mac: np.ndarray  # MAC-table index of the MAC a member's phone joins WiFi with
@@ -85,6 +93,9 @@ class Population:
     member: np.ndarray
     new_member: np.ndarray
     consent: np.ndarray
+    per_burst: np.ndarray  # a new randomised MAC every burst (realistic models)
+    seq_restart: np.ndarray  # seq restarts at random on a rotation (realistic models)
+    fingerprint: np.ndarray  # index of the (ie, vendor_ie) lists the phone sends
 
     def __len__(self) -> int:
         return len(self.person_id)
@@ -93,14 +104,25 @@ class Population:
 def draw_population(rng: np.random.Generator, scenario: Scenario, site: Site, size: int,
                     macs: MacTable) -> Population:
     """``size`` people who shop at ``site``. A randomised phone joins WiFi with a private
-    per-network MAC, which is what a member binding learns (it never probes with it)."""
+    per-network MAC, which is what a member binding learns (it never probes with it).
+    With ``mac_behaviour: realistic`` the phone's model decides whether it randomises,
+    how it rotates and how often it probes (``phones.REALISTIC_MODELS``); otherwise
+    ``randomized_mac_share`` and the ``mac_rotation_*`` fields do."""
+    realistic = scenario.mac_behaviour == "realistic"
     has_phone = rng.random(size) < scenario.phone_share
-    model = rng.choice(len(MODEL_SHARES), size=size, p=MODEL_SHARES)
-    randomized = has_phone & (rng.random(size) < scenario.randomized_mac_share)
+    if realistic:
+        model = rng.choice(len(PHONE_SHARES), size=size, p=PHONE_SHARES)
+        table = REALISTIC_MODELS
+        stable_share = np.array([m.stable_share for m in table])[model]
+        randomized = has_phone & (rng.random(size) >= stable_share)
+    else:
+        model = rng.choice(len(MODEL_SHARES), size=size, p=MODEL_SHARES)
+        randomized = has_phone & (rng.random(size) < scenario.randomized_mac_share)
     stable = has_phone & ~randomized
     stable_mac = np.full(size, -1, dtype=np.int64)
     ids = [f"{site.site_id}/P{i:06d}" for i in range(size)]
-    stable_mac[stable] = macs.add(stable_macs(rng, model[stable]),
+    stable_mac[stable] = macs.add(stable_macs(rng, model[stable], REALISTIC_MODELS)
+                                  if realistic else stable_macs(rng, model[stable]),
                                   [ids[i] for i in np.flatnonzero(stable).tolist()])
     bind_mac = stable_mac.copy()
     bind_mac[randomized] = macs.add(random_macs(rng, int(randomized.sum())),
@@ -110,6 +132,19 @@ def draw_population(rng: np.random.Generator, scenario: Scenario, site: Site, si
     rotation = np.maximum(60.0, scenario.mac_rotation_median_min * 60.0
                           * rng.lognormal(0.0, scenario.mac_rotation_sigma, size))
     member = rng.random(size) < scenario.member_share
+    per_burst = np.zeros(size, dtype=bool)
+    seq_restart = np.zeros(size, dtype=bool)
+    fingerprint = model
+    if realistic:  # extra draws in realistic runs only: a legacy run draws as before
+        per_burst = np.array([m.rotation == "burst" for m in REALISTIC_MODELS])[model]
+        seq_restart = np.array([m.seq == "restart" for m in REALISTIC_MODELS])[model]
+        interval = np.array([m.interval_factor for m in REALISTIC_MODELS])[model]
+        mean_interval = mean_interval * interval
+        rotation_min = np.array([m.rotation_min for m in REALISTIC_MODELS])[model]
+        rotation = np.maximum(60.0, rotation_min * 60.0
+                              * rng.lognormal(0.0, scenario.mac_rotation_sigma, size))
+        variants = np.diff(FP_FIRST)[model]
+        fingerprint = FP_FIRST[model] + (rng.random(size) * variants).astype(np.int64)
     return Population(
         person_id=ids,
         has_phone=has_phone,
@@ -125,6 +160,9 @@ def draw_population(rng: np.random.Generator, scenario: Scenario, site: Site, si
         member=member,
         new_member=member & (rng.random(size) < scenario.new_member_share),
         consent=rng.random(size) < scenario.push_consent_share,
+        per_burst=per_burst,
+        seq_restart=seq_restart,
+        fingerprint=fingerprint,
     )
 
 

@@ -98,6 +98,10 @@ class Radio(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tru
     device_offset_db: float = 2.0
     sensitivity_dbm: float = -95.0
     sensor_height_m: float = 1.8
+    # Share of the frames in range that a sensor captures: a sniffer hopping over the
+    # channels misses the frames sent on the others (two lab sniffers in one room both
+    # heard only 18% of the randomised MACs either heard). 1: every frame in range.
+    capture_share: float = 1.0
 
 
 class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -121,6 +125,18 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     randomized_mac_share: float = 0.4
     mac_rotation_median_min: float = 15.0
     mac_rotation_sigma: float = 0.5
+    # "legacy": every phone randomises with randomized_mac_share and rotates about every
+    # mac_rotation_median_min; "realistic": phones probe as their model does
+    # (``simulators.phones.REALISTIC_MODELS``: stable MACs of old phones, a new MAC per
+    # burst or per interval, seq continuing or restarting, shared ie lists), and only
+    # mac_rotation_sigma (the spread of interval rotations) is read of those three.
+    mac_behaviour: Literal["legacy", "realistic"] = "legacy"
+    # Devices that never leave (``simulators.fixed``), none by default: per store, the
+    # mean number of pieces of equipment probing around the clock (mostly stable MACs)
+    # and of staff phones present from opening to closing. Not people: the truth keeps
+    # them in ``devices``, never in ``people`` or ``visits``.
+    store_devices_per_store: float = 0.0
+    staff_phones_per_store: float = 0.0
     member_share: float = 0.3
     push_consent_share: float = 0.6
     new_member_share: float = 0.1
@@ -218,6 +234,9 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         for field in ("malls", "street_stores"):
             if getattr(self, field) < 0:
                 fail(f"{field} must not be negative, got {getattr(self, field)}")
+        for field in ("store_devices_per_store", "staff_phones_per_store"):
+            if not 0 <= getattr(self, field) <= 20:
+                fail(f"{field} must be in [0, 20], got {getattr(self, field)}")
         if self.malls + self.street_stores == 0:
             fail("needs at least one mall or street store")
         if self.malls > 99 or self.stores_per_mall > 99 or self.street_stores > 99:
@@ -235,6 +254,8 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             problem = programme.problem()
             if problem is not None:
                 fail(f"loyalty[{merchant!r}]: {problem}")
+        if not 0 < self.radio.capture_share <= 1:
+            fail(f"radio.capture_share must be in (0, 1], got {self.radio.capture_share}")
         if self.redeem_share and not self.loyalty:
             fail("redeem_share needs a loyalty programme")
         try:

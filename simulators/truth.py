@@ -10,7 +10,9 @@ all who made a trip, with or without a store visit; ``transactions`` is every
 ``repeats`` how many of them repeat an earlier one, and ``pos_counts()`` counts each
 messy case of the export (``simulators.messy``); ``member_events`` is every
 ``members.events`` value as sent, in send order, and ``erasures`` counts the erase events
-among them. Street stores
+among them. ``devices`` are the devices that never leave (store equipment, staff
+phones): their MACs are in ``mac_owner`` and their sightings in the stream, but they are
+not ``people`` and make no ``visits``. Street stores
 are their own site, so their visits carry the store id as ``mall_id`` (as the engine's
 ``Visit.mall_id`` does).
 
@@ -68,6 +70,19 @@ class TruePerson:
 
 
 @dataclass(frozen=True, slots=True)
+class TrueDevice:
+    """A device that never leaves (``simulators.fixed``): store equipment probing around
+    the clock or a staff phone present while the store is open. Not a person: it makes
+    no trip and no visit, and no count of people or visitors includes it."""
+
+    device_id: str
+    site: str
+    store_id: str
+    kind: str  # "equipment" or "staff"
+    randomized: bool
+
+
+@dataclass(frozen=True, slots=True)
 class PosCounts:
     """The transactions that reached the stream, by case (each counted once; repeats apart).
 
@@ -93,8 +108,9 @@ class Truth:
     visits: list[TrueVisit]
     sales: list[TrueSale]
     bad: dict[tuple[str, str], int]
-    mac_owner: dict[str, str] = field(default_factory=dict)  # simulated MAC -> person_id
+    mac_owner: dict[str, str] = field(default_factory=dict)  # MAC -> person_id or device_id
     people: dict[str, TruePerson] = field(default_factory=dict)
+    devices: dict[str, TrueDevice] = field(default_factory=dict)  # fixed devices: no people
     transactions: list[bytes] = field(default_factory=list)  # pos.transactions values, as sent
     repeats: int = 0
     member_events: list[bytes] = field(default_factory=list)  # members.events values, as sent
