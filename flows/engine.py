@@ -68,6 +68,7 @@ from flows.outputs import (
     MetricsSink,
     RedisFootfallSink,
     RedisMemberVisitsSink,
+    RedisPeopleSink,
     RedisProfileSink,
     RedisStoreHealthSink,
     RedisStoreMembersSink,
@@ -198,7 +199,11 @@ def default_sinks(settings: Settings, catalog: Callable[[], Catalog] | None = No
     kafka = KafkaConfirmedSink(settings.kafka_client_config(), settings.topic_deadletter)
     return Sinks(
         deadletter={"deadletter_kafka": EncodedSink(kafka, encode_deadletter)},
-        footfall={"footfall_redis": RedisFootfallSink(settings.redis_url), "footfall_metrics": MetricsSink(catalog)},
+        footfall={
+            "footfall_redis": RedisFootfallSink(settings.redis_url),
+            "people_redis": RedisPeopleSink(settings.redis_url),
+            "footfall_metrics": MetricsSink(catalog),
+        },
         profiles={"profiles_redis": RedisProfileSink(settings.redis_url)},
         store_members={"store_members_redis": RedisStoreMembersSink(settings.redis_url)},
         member_visits={"member_visits_redis": RedisMemberVisitsSink(settings.redis_url)},

@@ -28,6 +28,7 @@ from connectors.schemas import (
     MemberErased,
     MemberProfile,
     MemberVisits,
+    PeopleCount,
     SalesBucket,
     StoreHealth,
     StoreHour,
@@ -36,6 +37,7 @@ from connectors.schemas import (
     VisitsErased,
 )
 from flows.alert_notices import AlertNotice
+from state.people import PeopleTotals, ScopePeople
 from state.redis import Backoff, is_retryable
 from storepulse import health, metrics
 
@@ -93,12 +95,16 @@ def _snake(name: str) -> str:
 class _MetricsPartition(StatelessSinkPartition[Any]):
     def __init__(self, catalog: Callable[[], Catalog] | None) -> None:
         self.catalog = catalog
+        self.people = PeopleTotals()
 
     def _currency(self, store_id: str) -> str:
         store = self.catalog().store(store_id) if self.catalog else None
         return store.currency if store else "XXX"  # ISO 4217 for "no currency"
 
     def write_batch(self, items: list[Any]) -> None:
+        people = [item for item in items if isinstance(item, PeopleCount)]
+        if people:
+            set_people_gauges(self.people.add(people))
         for item in items:
             if isinstance(item, FootfallMinute):
                 metrics.DEVICES.labels(item.scope, item.scope_id).set(item.devices)
@@ -126,6 +132,14 @@ class _MetricsPartition(StatelessSinkPartition[Any]):
                 metrics.STORE_ALERT_FIRING.labels(item.store_id).set(1 if item.status == "firing" else 0)
 
 
+def set_people_gauges(totals: list[ScopePeople]) -> None:
+    """The people gauges of each scope's newest window (``state.people.PeopleTotals``)."""
+    for total in totals:
+        metrics.PEOPLE.labels(total.scope, total.scope_id).set(total.people)
+        metrics.PEOPLE_MACS.labels(total.scope, total.scope_id).set(total.macs)
+        metrics.PEOPLE_DEVICES.labels(total.scope, total.scope_id).set(total.devices)
+
+
 def set_bucket_gauges(bucket: SalesBucket) -> None:
     """The store's gauges of its newest closed 5-minute bucket. No expected series while
     there is no expectation (closed, cold start), so a panel shows a gap, not a stale value.
@@ -145,7 +159,10 @@ def set_bucket_gauges(bucket: SalesBucket) -> None:
 class MetricsSink(DynamicSink[Any]):
     """Updates the footfall and sales-watch gauges and counters of ``storepulse.metrics``
     (other items, ``StoreHealth`` included, are ignored: ``RedisStoreHealthSink`` sets the
-    health gauge from what Redis took). Sales amounts are labelled with the store's currency
+    health gauge from what Redis took). The people gauges show each sensor's, zone's and
+    store's newest closed window, summed over its sensors whatever batches their records
+    came in, and 0 once a newer window of its mall passed without a record of it
+    (``state.people.PeopleTotals``). Sales amounts are labelled with the store's currency
     from ``catalog``, so no sum mixes currencies. ``AlertNotice`` counts by status, severity
     and cause, and sets the store's firing gauge (1 firing, 0 resolved) as its buckets do."""
 
@@ -316,6 +333,24 @@ class RedisFootfallSink(_RedisSink):
         from state.footfall import FootfallStore
 
         return self._build(FootfallStore, f"redis[{worker_index}]")
+
+
+class RedisPeopleSink(_RedisSink):
+    """Writes ``PeopleCount`` records to Redis (``state.people``: per sensor, zone and store,
+    the newest window and the 48 h series; zone and store sums made in Redis from each
+    sensor's part); one pipeline per batch, other items ignored. Idempotent: a replay
+    rewrites the same parts and sums, and never moves a live hash back to an older window.
+
+    Outages and errors as ``RedisFootfallSink`` (the same retry loop: the batch is retried
+    whole with backoff for as long as Redis is unreachable, errors that retrying cannot fix
+    stop the dataflow), with its own readiness condition ``redis-people[<worker>]``; it
+    shares ``storepulse_redis_up`` and the write failure and retry counters.
+    """
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        from state.people import PeopleStore
+
+        return self._build(PeopleStore, f"redis-people[{worker_index}]", kinds=(PeopleCount,))
 
 
 class _ProfileUpdates:

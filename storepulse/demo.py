@@ -31,6 +31,7 @@ from flows.outputs import (
     MetricsSink,
     RedisFootfallSink,
     RedisMemberVisitsSink,
+    RedisPeopleSink,
     RedisProfileSink,
     RedisStoreMembersSink,
 )
@@ -128,6 +129,7 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, speedup: float | N
                 deadletter={"deadletter_jsonl": JsonlSink(out), "deadletter_tally": TallySink(tally)},
                 footfall={
                     "footfall_redis": RedisFootfallSink(redis.url),
+                    "people_redis": RedisPeopleSink(redis.url),
                     "footfall_metrics": MetricsSink(watcher.current),
                     "footfall_jsonl": JsonlSink(out),
                     "footfall_tally": TallySink(tally),

@@ -2,8 +2,8 @@
 
 Names follow the Prometheus guide: one ``storepulse_`` prefix, base units as suffixes,
 ``_total`` for counters, ratios 0-1. Labels come from small fixed sets (topic, reason,
-store, mall, zone, scope, merchant, and an alert's status, severity and cause); never a
-member id, a device id or a MAC.
+store, mall, zone, scope with its id (a zone, store, mall or sensor), merchant, and an
+alert's status, severity and cause); never a member id, a device id or a MAC.
 
 >>> sorted(m for m in exported_names() if m.startswith("storepulse_input"))[:2]
 ['storepulse_input_accepted_total', 'storepulse_input_records_total']
@@ -122,6 +122,24 @@ CONVERSION = Gauge(
     "storepulse_footfall_conversion_ratio",
     "Sales / visitors of the store's current event-time hour.",
     ["store"],
+)
+PEOPLE = Gauge(
+    "storepulse_people",
+    "People estimated present in the newest closed 5-minute event-time window, by scope "
+    "(sensor/zone/store; a zone or store sums its sensors; 0 when none of them heard anything).",
+    ["scope", "id"],
+)
+PEOPLE_MACS = Gauge(
+    "storepulse_people_macs",
+    "Distinct MAC addresses at the signal floor in the newest closed 5-minute window, by scope "
+    "(the raw count behind storepulse_people).",
+    ["scope", "id"],
+)
+PEOPLE_DEVICES = Gauge(
+    "storepulse_people_devices",
+    "Distinct devices in the newest closed 5-minute window, randomised MACs of one phone merged "
+    "and always-present devices left out, by scope.",
+    ["scope", "id"],
 )
 CATALOG_VERSION = Gauge(
     "storepulse_catalog_loaded_timestamp_seconds",

@@ -286,3 +286,36 @@ def test_sales_drop_panels_from_the_stand_in(
     best = [s["metric"]["store"] for s in query("Healthiest stores (top 10)", "A")]
     worst = [s["metric"]["store"] for s in query("Declining stores (bottom 10)", "A")]
     assert (best, worst) == (["S002", "S001"], ["S001", "S002"])
+
+
+def test_people_row_from_the_stand_in(
+    request: pytest.FixtureRequest, prometheus: PrometheusServer, variable_values: dict[str, dict[str, str]]
+) -> None:
+    """The People row, before the sales-drop row, shows each store's people, devices and
+    MACs (the stand-in has stores S001 and S002) and the people now per store, each the
+    store gauge's own value (worked out here from the raw gauge)."""
+    if request.node.callspec.params["metrics_target"] != "stand-in":
+        return
+    board = json.loads((DASHBOARD_DIR / "storepulse-footfall.json").read_text())
+    titles = [p["title"] for p in board["panels"]]
+    row = titles.index("People")
+    assert board["panels"][row]["type"] == "row" and row < titles.index(SALES_DROP_ROW)
+    assert titles[row + 1 : row + 3] == ["People, devices and MACs per store", "People now, per store"]
+    panels = {p["title"]: p for p in board["panels"]}
+    every_store = {**variable_values["storepulse-footfall"], "store": ".*"}  # "All"
+
+    def by_store(title: str) -> list[dict[str, float]]:
+        found = []
+        for target in panels[title]["targets"]:
+            result = prometheus.query(substitute(target["expr"], every_store))
+            found.append({s["metric"]["id"]: float(s["value"][1]) for s in result})
+        return found
+
+    def raw(metric: str) -> dict[str, float]:
+        result = prometheus.query(f'{metric}{{scope="store"}}')
+        return {s["metric"]["id"]: float(s["value"][1]) for s in result}
+
+    people, devices, macs = (raw(f"storepulse_people{m}") for m in ("", "_devices", "_macs"))
+    assert set(people) == {"S001", "S002"}
+    assert by_store("People, devices and MACs per store") == [people, devices, macs]
+    assert by_store("People now, per store") == [people]

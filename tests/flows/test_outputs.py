@@ -271,3 +271,34 @@ def test_sales_watch_records_set_the_store_gauges_and_count_the_notices() -> Non
         "firing": 2,
         "resolved": 1,
     }
+
+
+def test_people_counts_set_the_people_gauges_of_each_scope_newest_window() -> None:
+    from connectors.schemas import PeopleCount
+    from flows.outputs import MetricsSink
+
+    def gauges(scope: str, scope_id: str) -> tuple[float | None, ...]:
+        labels = {"scope": scope, "id": scope_id}
+        names = ("storepulse_people", "storepulse_people_macs", "storepulse_people_devices")
+        return tuple(REGISTRY.get_sample_value(name, labels) for name in names)
+
+    five = 300_000
+    # store P1 has two sensors, in zones P1-a and P1-b; the mall is PM (no other test's)
+    a = PeopleCount(sensor_id="PA", zone="P1-a", store_id="P1", mall_id="PM", window_ts=T, people=1.5, macs=5,
+                    devices=3)  # fmt: skip
+    b = PeopleCount(sensor_id="PB", zone="P1-b", store_id="P1", mall_id="PM", window_ts=T, people=2.25, macs=7,
+                    devices=4)  # fmt: skip
+    part = MetricsSink().build("write", 0, 1)
+    part.write_batch([a, MINUTE])
+    assert gauges("store", "P1") == (1.5, 5, 3)
+    part.write_batch([b])  # the same window's other sensor, a batch later: 1.5 + 2.25, 5 + 7, 3 + 4
+    assert gauges("store", "P1") == (3.75, 12, 7)
+    assert gauges("sensor", "PB") == (2.25, 7, 4) and gauges("zone", "P1-a") == (1.5, 5, 3)
+    part.write_batch([PeopleCount(sensor_id="PA", zone="P1-a", store_id="P1", mall_id="PM", window_ts=T - five,
+                                  people=9.0, macs=9, devices=9)])  # fmt: skip
+    assert gauges("store", "P1") == (3.75, 12, 7)  # an older window moves nothing
+    # the next window: PB heard nothing, so its sensor and zone show 0 and the store PA's alone
+    part.write_batch([PeopleCount(sensor_id="PA", zone="P1-a", store_id="P1", mall_id="PM", window_ts=T + five,
+                                  people=0.5, macs=2, devices=1)])  # fmt: skip
+    assert gauges("store", "P1") == (0.5, 2, 1)
+    assert gauges("sensor", "PB") == (0, 0, 0) and gauges("zone", "P1-b") == (0, 0, 0)
