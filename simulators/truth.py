@@ -158,6 +158,28 @@ class Truth:
         )
         return dict(sorted(counts.items()))
 
+    def people_by_store_hour(self) -> dict[tuple[str, int], float]:
+        """People with a phone inside each store, on average over each UTC hour (the sum of
+        their time inside in the hour / 1 h), by (store, hour as epoch ms); every visit, however
+        short (people present, not visitors).
+
+        >>> t = Truth(visits=[TrueVisit("M", "S", "p", True, False, 0, 5_400_000),
+        ...                   TrueVisit("M", "S", "q", False, False, 0, 3_600_000)], sales=[], bad={})
+        >>> t.people_by_store_hour()
+        {('S', 0): 1.0, ('S', 3600000): 0.5}
+        """
+        inside: dict[tuple[str, int], float] = {}
+        for v in self.visits:
+            if not v.has_phone:
+                continue
+            t = v.start_ts
+            while t < v.end_ts:
+                hour = t - t % HOUR_MS
+                end = min(v.end_ts, hour + HOUR_MS)
+                inside[(v.store_id, hour)] = inside.get((v.store_id, hour), 0.0) + (end - t) / HOUR_MS
+                t = end
+        return dict(sorted(inside.items()))
+
     def dwell_median_s(self, kind: Kind, min_dwell_s: dict[str, int] | int) -> float:
         """Median dwell (seconds) of the visits ``visitors_by_store_hour`` counts (NaN if
         there are none)."""

@@ -9,7 +9,11 @@ Footfall:
 Runs a seeded scenario through the real dataflow in-process and compares, per store and
 UTC hour, the visitors the engine counted with the true visitors (people with a phone who
 stayed at least the store's minimum dwell), for phones with stable MACs and for all; and
-the median dwell of all visits. The last line printed is a JSON object.
+the median dwell of all visits; and people present per store and hour (``people_mape``,
+``people_wape``: the engine's ``PeopleCount`` windows of the store's sensors, averaged over the
+hour, against the mean number of people with a phone inside), and the capture's randomised
+shares (``randomized_share_sightings``, ``randomized_share_distinct``). The last line
+printed is a JSON object.
 
 ``visitors_mape_*`` is the mean over store-hours with true visitors of
 ``|engine - truth| / truth``; ``visitors_wape_*`` is ``sum |engine - truth| / sum truth``.
@@ -21,12 +25,13 @@ import json
 import statistics
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 from bytewax.testing import TestingSink, run_main
 
-from connectors.schemas import MemberErased, MemberProfile, Visit
+from connectors.schemas import MemberErased, MemberProfile, PeopleCount, Visit
 from flows.engine import Sinks, Sources, build_flow
 from storepulse.settings import Settings
 
@@ -35,7 +40,7 @@ HOUR_MS = 3_600_000
 EVAL_MAC_HASH_KEY = b"storepulse-eval"  # fixed: a scenario and seed give the same result, run after run
 
 
-def errors(engine: dict[Any, int], truth: dict[Any, int]) -> tuple[float, float]:
+def errors(engine: Mapping[Any, float], truth: Mapping[Any, float]) -> tuple[float, float]:
     """(MAPE over keys with truth > 0, WAPE over all keys).
 
     >>> errors({"a": 9, "b": 22, "c": 1}, {"a": 10, "b": 20})
@@ -84,8 +89,13 @@ def run_scenario(scenario: str, seed: int) -> tuple[Any, list[Any], list[Any], d
     )
     started = time.monotonic()
     run_main(flow)
+    from simulators.capture import capture_stats
+
+    capture = capture_stats(e.value for e in events if e.topic == "wifi.probes")
     facts = {
         "messages": len(events),
+        "randomized_share_sightings": round(capture.randomized_share_sightings, 4),
+        "randomized_share_distinct": round(capture.randomized_share_distinct, 4),
         "generate_s": round(generated, 2),
         "engine_s": round(time.monotonic() - started, 2),
         "dead_letters": len(dead),
@@ -115,6 +125,16 @@ def evaluate_footfall(scenario: str, seed: int, *, as_json: bool) -> int:
     result["dwell_median_engine_s"] = round(engine_median, 1)
     result["dwell_median_truth_s"] = round(truth_median, 1)
     result["dwell_median_error_s"] = round(abs(engine_median - truth_median), 1)
+    engine_people: dict[tuple[str, int], float] = {}
+    for p in out:
+        if isinstance(p, PeopleCount) and p.store_id is not None:
+            key = (p.store_id, p.window_ts - p.window_ts % HOUR_MS)
+            engine_people[key] = engine_people.get(key, 0.0) + p.people * 300_000 / HOUR_MS
+    true_people = truth.people_by_store_hour()
+    people_mape, people_wape = errors(engine_people, true_people)
+    result["people_mape"], result["people_wape"] = people_mape, people_wape
+    result["people_engine"] = round(sum(engine_people.values()), 1)
+    result["people_truth"] = round(sum(true_people.values()), 1)
     result["pass"] = all(result[k] <= v for k, v in THRESHOLDS.items())
     if not as_json:
         print(f"footfall evaluation: scenario {scenario!r}, seed {seed}")
