@@ -66,6 +66,7 @@ import numpy as np
 WINDOW_MS = 300_000
 DAY_MS = 86_400_000
 SEQ_MOD = 4096
+NEVER = -(1 << 40)  # a window index before any heard
 COUNTS = ("macs", "stable", "random", "chains", "stable_np", "chains_p", "stable_np_p")
 FEATURES = COUNTS + tuple(f"{c}_s2" for c in COUNTS)
 RECOMMENDED = ("stable_np_s2", "chains_s2", "chains_p_s2")
@@ -117,14 +118,14 @@ class _Chain:
     last_seq: int
     last_rssi: int
     fp: int
-    last_window: int = -10
+    last_window: int = NEVER
 
 
 @dataclass
 class _Stable:
     score: float
     at: int  # active-window index of the last update
-    last_window: int = -10
+    last_window: int = NEVER
 
 
 @dataclass
@@ -144,7 +145,7 @@ class SensorPeople:
     day: int = -1
     stable: dict[int, _Stable] = field(default_factory=dict)
     active: int = 0  # windows closed with at least one sighting
-    prev: tuple[int, dict[str, float]] = (-10, {})  # the last closed window's counts, for _s2
+    prev: tuple[int, dict[str, float]] = (NEVER, {})  # the last closed window's counts, for _s2
     late: int = 0
 
     def add(

@@ -152,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
         "engine and score; alone, validated by leaving whole days out",
     )
     ev.add_argument("--train", type=Path, help="occupancy: a lab-probes folder to fit the calibrations on")
+    ev.add_argument("--plot", type=Path, help="occupancy: write an SVG of estimated against counted people here")
     ev.add_argument(
         "--folds", type=_number(int, minimum=2), default=5, help="occupancy without --train: folds of days (5)"
     )
@@ -281,7 +282,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             if args.data is None:
                 raise ConfigError("eval occupancy needs --data DIR (a lab-probes folder)")
-            return evaluate_occupancy(args.train, args.data, folds=int(args.folds), as_json=args.json)
+            return evaluate_occupancy(args.train, args.data, folds=int(args.folds), as_json=args.json, plot=args.plot)
         return evaluate_footfall(args.scenario or "eval-footfall", args.seed, as_json=args.json)
     if args.command == "profile":
         from storepulse.run import show_profile

@@ -170,29 +170,108 @@ def fit(
     return out
 
 
-def baseline_counts(folder: LabFolder) -> dict[Key, int]:
-    """Distinct MACs heard at ``BASELINE_FLOOR`` dBm or stronger, per (sensor, window)."""
+def baseline_counts(folder: LabFolder) -> tuple[dict[Key, int], dict[Key, float]]:
+    """Per (sensor, window): distinct MACs heard at ``BASELINE_FLOOR`` dBm or stronger, and
+    the share of its sightings from randomised (locally administered) MACs."""
     macs: dict[Key, set[str]] = defaultdict(set)
+    heard: dict[Key, list[int]] = defaultdict(lambda: [0, 0])
     for line in folder.lines():
         head = _HEAD.decode(line)
+        key = (head.sensor_id, window_of(head.ts))
+        counts = heard[key]
+        counts[0] += 1
+        counts[1] += bool(int(head.mac[:2] or "0", 16) & 0x02)
         if head.rssi >= BASELINE_FLOOR:
-            macs[(head.sensor_id, window_of(head.ts))].add(head.mac)
-    return {k: len(v) for k, v in macs.items()}
+            macs[key].add(head.mac)
+    return {k: len(v) for k, v in macs.items()}, {k: r / n for k, (n, r) in heard.items()}
 
 
-def baseline(counts: dict[Key, int], train: dict[Key, float], test: Iterable[Key]) -> dict[Key, float]:
-    """``a * macs + b`` per sensor, least squares on ``train``, applied to ``test``."""
+SHARE_BANDS = (0.0, 0.25, 0.5, 0.75)
+
+
+def mae_by_share(
+    predicted: dict[Key, float], base: dict[Key, float], truth: dict[Key, float], share: dict[Key, float]
+) -> dict[str, dict[str, float | int]]:
+    """MAE of the engine and of the baseline over the windows with people, by the window's
+    randomised share of sightings (bands from ``SHARE_BANDS``): how error grows with it.
+
+    >>> mae_by_share({("A", 0): 3.0}, {("A", 0): 1.0}, {("A", 0): 4.0}, {("A", 0): 0.9})
+    {'0.75-1': {'windows': 1, 'mae': 1.0, 'baseline_mae': 3.0}}
+    """
+    bands: dict[str, list[tuple[float, float]]] = {}
+    for key, people in truth.items():
+        if people <= 0:
+            continue
+        low = max(b for b in SHARE_BANDS if b <= share.get(key, 0.0))
+        name = f"{low:g}-{next((b for b in SHARE_BANDS if b > low), 1):g}"
+        bands.setdefault(name, []).append(
+            (abs(predicted.get(key, 0.0) - people), abs(base.get(key, 0.0) - people))
+        )
+    return {
+        name: {
+            "windows": len(errs),
+            "mae": round(sum(e for e, _ in errs) / len(errs), 3),
+            "baseline_mae": round(sum(b for _, b in errs) / len(errs), 3),
+        }
+        for name, errs in sorted(bands.items())
+    }
+
+
+def baseline(
+    train_counts: dict[Key, int], train: dict[Key, float], test_counts: dict[Key, int], test: Iterable[Key]
+) -> dict[Key, float]:
+    """``a * macs + b`` per sensor, least squares on the ``train`` windows (their counts in
+    ``train_counts``), applied to the ``test`` windows (theirs in ``test_counts``)."""
     out: dict[Key, float] = {}
     test = list(test)
     for sensor in sorted({s for s, _ in train}):
         keys = [k for k in train if k[0] == sensor]
-        x = np.array([counts.get(k, 0) for k in keys], float)
+        x = np.array([train_counts.get(k, 0) for k in keys], float)
         a, b = np.polyfit(x, np.array([train[k] for k in keys]), 1)
-        out.update({k: max(0.0, a * counts.get(k, 0) + b) for k in test if k[0] == sensor})
+        out.update({k: max(0.0, a * test_counts.get(k, 0) + b) for k in test if k[0] == sensor})
     return out
 
 
-def evaluate_occupancy(train_dir: Path | None, data_dir: Path, *, folds: int = 5, as_json: bool = False) -> int:
+def estimate_plot(predicted: dict[Key, float], base: dict[Key, float], truth: dict[Key, float]) -> str:
+    """An SVG of estimated against true people per window: for each true count (rounded),
+    the median estimate and its 25-75% band, engine and baseline, and the line y = x."""
+    by_truth: dict[int, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    for key, people in truth.items():
+        engine, baseline_ = by_truth[round(people)]
+        engine.append(predicted.get(key, 0.0))
+        baseline_.append(base.get(key, 0.0))
+    top = max([*by_truth, 1]) + 1
+    size, pad = 420, 40
+
+    def xy(x: float, y: float) -> str:
+        return f"{pad + x / top * size:.1f},{pad + size - min(y, top) / top * size:.1f}"
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size + 2 * pad}" height="{size + 2 * pad}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<rect x="{pad}" y="{pad}" width="{size}" height="{size}" fill="none" stroke="#999"/>',
+        f'<polyline points="{xy(0, 0)} {xy(top, top)}" stroke="#bbb" stroke-dasharray="4 3" fill="none"/>',
+    ]
+    for index, (color, name) in enumerate((("#1f77b4", "engine"), ("#d62728", "baseline"))):
+        rows = sorted((t, np.percentile(v[index], [25, 50, 75])) for t, v in by_truth.items() if v[index])
+        band = [xy(t, q[2]) for t, q in rows] + [xy(t, q[0]) for t, q in reversed(rows)]
+        parts.append(f'<polygon points="{" ".join(band)}" fill="{color}" fill-opacity="0.15" stroke="none"/>')
+        parts.append(f'<polyline points="{" ".join(xy(t, q[1]) for t, q in rows)}" stroke="{color}" fill="none"/>')
+        parts.append(f'<text x="{pad + 8}" y="{pad + 16 + 14 * index}" fill="{color}">{name}: median, 25-75%</text>')
+    for tick in range(0, top + 1, 5):
+        x, y = xy(tick, 0).split(",")
+        parts.append(f'<text x="{x}" y="{float(y) + 14}" text-anchor="middle">{tick}</text>')
+        x, y = xy(0, tick).split(",")
+        parts.append(f'<text x="{float(x) - 6}" y="{float(y) + 4}" text-anchor="end">{tick}</text>')
+    parts.append(f'<text x="{pad + size / 2}" y="{size + 2 * pad - 6}" text-anchor="middle">people counted</text>')
+    parts.append(f'<text x="12" y="{pad + size / 2}" transform="rotate(-90 12 {pad + size / 2})" '
+                 'text-anchor="middle">people estimated</text></svg>')  # fmt: skip
+    return "\n".join(parts) + "\n"
+
+
+def evaluate_occupancy(
+    train_dir: Path | None, data_dir: Path, *, folds: int = 5, as_json: bool = False, plot: Path | None = None
+) -> int:
     started = time.monotonic()
     data = LabFolder.load(data_dir)
     train = LabFolder.load(train_dir) if train_dir is not None else data
@@ -201,12 +280,12 @@ def evaluate_occupancy(train_dir: Path | None, data_dir: Path, *, folds: int = 5
     predicted: dict[Key, float] = {}
     base: dict[Key, float] = {}
     calibrations: dict[str, Any] = {}
-    train_counts = baseline_counts(train)
-    data_counts = train_counts if train is data else baseline_counts(data)
+    train_counts, _ = baseline_counts(train)
+    data_counts, shares = baseline_counts(data)
     if train_dir is not None:
         calibrations = fit(features, train.truth, None)
         predicted = replay(data, lab_catalog(sensors_of(data), calibrations))
-        base = baseline(train_counts, train.truth, data.truth)
+        base = baseline(train_counts, train.truth, data_counts, data.truth)
     else:
         for held_out in folds_by_day(data.days(), folds):
             kept = set(data.days()) - set(held_out)
@@ -214,7 +293,8 @@ def evaluate_occupancy(train_dir: Path | None, data_dir: Path, *, folds: int = 5
             run = replay(data, lab_catalog(sensors_of(data), cal), set(held_out))
             test = [k for k in data.truth if local_day(k[1]) in set(held_out)]
             predicted.update({k: run.get(k, 0.0) for k in test})
-            base.update(baseline(data_counts, {k: v for k, v in data.truth.items() if k not in set(test)}, test))
+            kept_truth = {k: v for k, v in data.truth.items() if k not in set(test)}
+            base.update(baseline(data_counts, kept_truth, data_counts, test))
         calibrations = fit(features, data.truth, None)  # on every day: what to put in a catalog
     result: dict[str, Any] = {
         "mode": "train/data" if train_dir is not None else f"leave-days-out ({folds} folds)",
@@ -223,9 +303,12 @@ def evaluate_occupancy(train_dir: Path | None, data_dir: Path, *, folds: int = 5
         "per_sensor": {
             s: scores(predicted, {k: v for k, v in data.truth.items() if k[0] == s}) for s in sensors_of(data)
         },
+        "mae_by_randomized_share": mae_by_share(predicted, base, data.truth, shares),
         "calibrations": {s: msgspec.to_builtins(c) for s, c in calibrations.items()},
         "seconds": round(time.monotonic() - started, 1),
     }
+    if plot is not None:
+        plot.write_text(estimate_plot(predicted, base, data.truth))
     if not as_json:
         print(f"people per 5-minute window, {result['mode']}: {result['windows']} windows")
         for name in ("mae_occupied", "mae_empty", "pearson_r"):
