@@ -45,7 +45,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
-import numpy as np
 from bytewax.operators import StatefulBatchLogic
 
 from connectors.catalog import Catalog
@@ -65,7 +64,7 @@ TXN_IDS_KEPT_MS = 24 * HOUR_MS
 RETURNING_DAYS = 30
 
 Output = FootfallMinute | StoreHour | Visit | PeopleCount | DeviceVisit | DeadLetter
-_PEOPLE_COLUMNS = operator.attrgetter("sensor_id", "ts", "device", "randomized", "rssi", "seq", "fingerprint")
+_SENSOR_OF = operator.attrgetter("sensor_id")
 Scope = tuple[str, str]  # ("zone" | "store" | "mall", id)
 
 
@@ -173,32 +172,13 @@ class SiteFootfall:
             self._hour(s.store_id, s.ts).passers_by.add(s.device)
 
     def _count_people(self, heard: list[Sighting]) -> None:
-        """Hand a batch's sightings to each sensor's people counter, as columns. A report
-        holds one sensor's observations, so a batch is a few runs of one sensor each."""
-        rows = list(map(_PEOPLE_COLUMNS, heard))
-        sensors, ts, device, randomized, rssi, seq, fingerprint = zip(*rows, strict=True)
-        columns = (
-            np.array(ts, np.int64),
-            np.array(device, np.uint64),
-            np.array(randomized, np.bool_),
-            np.array(rssi, np.int64),
-            np.array([-1 if q is None else q for q in seq], np.int64),
-            np.array(fingerprint, np.int64),
-        )
-        start = 0
-        runs: dict[str, list[slice]] = {}
-        for sensor_id, run in itertools.groupby(sensors):
-            n = sum(1 for _ in run)
-            runs.setdefault(sensor_id, []).append(slice(start, start + n))
-            start += n
-        for sensor_id, slices in runs.items():
+        """Hand a batch's sightings to each sensor's people counter. A report holds one
+        sensor's observations, so a batch is a few runs of one sensor each."""
+        for sensor_id, run in itertools.groupby(heard, key=_SENSOR_OF):
             counter = self.people.get(sensor_id)
             if counter is None:
                 counter = self.people[sensor_id] = SensorPeople()
-            if len(slices) == 1:
-                counter.add(*(c[slices[0]] for c in columns))
-            else:
-                counter.add(*(np.concatenate([c[part] for part in slices]) for c in columns))
+            counter.add(run)
 
     def _close_people(self, horizon: int | None, catalog: Catalog) -> list[PeopleCount]:
         """Each sensor's 5-minute windows that end by ``horizon`` (all: None), estimated

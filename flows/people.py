@@ -6,8 +6,9 @@ offline by ``storepulse eval occupancy`` (``fit_calibration``). The method and i
 measured error are in docs/people.md.
 
 Reads batches of sightings of one sensor as the engine's decode step emits them (no raw
-MAC: a keyed 64-bit ``device`` hash, salted by UTC day when ``randomized``; rssi; 802.11
-``seq`` or -1; ``fingerprint``, a hash of the frame's element ids and vendor OUIs). Writes,
+MAC: a keyed 64-bit ``device`` hash, salted by UTC day when ``randomized``; rssi; the
+802.11 ``seq`` shifted by a keyed offset of the day, or None; ``fingerprint``, a keyed hash
+of the frame's element ids and vendor OUIs). Writes,
 per closed window, a ``PeopleWindow``: device counts (the features) and, given a
 ``Calibration``, the estimated number of people.
 
@@ -44,13 +45,14 @@ the device or chain in the window >= floor):
 Causal: a window's features use its own sightings and state built from earlier ones.
 Sightings of an already closed window are late: counted in ``late`` and dropped.
 
->>> import numpy as np
+>>> from connectors.records import Sighting
+>>> def heard(ts, device, randomized, rssi, seq, fingerprint):
+...     return Sighting(ts, "AP-1", None, "hall", device, randomized, rssi, seq, fingerprint, 0)
 >>> sp = SensorPeople(Params(floor=-70))
 >>> # a randomised phone rotating its MAC (device 11 -> 12) between two scans, seq continuing,
 >>> # plus a stable MAC heard at -80 dBm (below the floor)
->>> sp.add(np.array([1_000, 1_010, 31_000, 40_000]), np.array([11, 11, 12, 99]),
-...        np.array([True, True, True, False]), np.array([-60, -61, -62, -80]),
-...        np.array([100, 101, 108, 7]), np.array([5, 5, 5, 6]))
+>>> sp.add([heard(1_000, 11, True, -60, 100, 5), heard(1_010, 11, True, -61, 101, 5),
+...         heard(31_000, 12, True, -62, 108, 5), heard(40_000, 99, False, -80, 7, 6)])
 >>> w = sp.close(300_000)[0]
 >>> w.window_start_ts, w.features["macs"], w.features["random"], w.features["chains"], w.features["stable"]
 (0, 2, 2, 1, 0)
@@ -59,7 +61,9 @@ Sightings of an already closed window are late: counted in ``late`` and dropped.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -148,58 +152,34 @@ class SensorPeople:
     prev: tuple[int, dict[str, float]] = (NEVER, {})  # the last closed window's counts, for _s2
     late: int = 0
 
-    def add(
-        self,
-        ts: np.ndarray,
-        device: np.ndarray,
-        randomized: np.ndarray,
-        rssi: np.ndarray,
-        seq: np.ndarray,
-        fingerprint: np.ndarray,
-    ) -> None:
-        """Take one batch of sightings (parallel arrays, any order)."""
-        if len(ts) == 0:
-            return
-        w = ts // WINDOW_MS
-        keep = w >= self.closed_before
-        if not keep.all():
-            self.late += int((~keep).sum())
-            ts, device, randomized, rssi, seq, fingerprint, w = (
-                a[keep] for a in (ts, device, randomized, rssi, seq, fingerprint, w)
-            )
-            if len(ts) == 0:
-                return
-        order = np.lexsort((ts, device, w))
-        w, dev, t, r, s = w[order], device[order], ts[order], rssi[order], seq[order]
-        head = np.flatnonzero(np.r_[True, (w[1:] != w[:-1]) | (dev[1:] != dev[:-1])])
-        tail = np.r_[head[1:] - 1, len(w) - 1]
-        mx = np.maximum.reduceat(r, head)
-        rows = zip(
-            w[head].tolist(),
-            dev[head].tolist(),
-            t[head].tolist(),
-            s[head].tolist(),
-            t[tail].tolist(),
-            s[tail].tolist(),
-            mx.tolist(),
-            fingerprint[order][head].tolist(),
-            randomized[order][head].tolist(),
-            strict=True,
-        )
-        for wi, d, t0, s0, t1, s1, m, fp, rnd in rows:
-            win = self.open.get(wi)
-            if win is None:
-                win = self.open[wi] = {}
-            cur = win.get(d)
+    def add(self, sightings: Iterable[Any]) -> None:
+        """Take one batch of sightings (``connectors.records.Sighting``, or anything with
+        its ``ts``, ``device``, ``randomized``, ``rssi``, ``seq`` and ``fingerprint``), any
+        order: one dict update per sighting, the only per-sighting work."""
+        opened, closed_before = self.open, self.closed_before
+        window, win = None, None
+        for s in sightings:
+            ts = s.ts
+            wi = ts // WINDOW_MS
+            if wi != window:
+                if wi < closed_before:
+                    self.late += 1
+                    continue
+                window, win = wi, opened.get(wi)
+                if win is None:
+                    win = opened[wi] = {}
+            assert win is not None
+            cur = win.get(s.device)
             if cur is None:
-                win[d] = [t0, s0, t1, s1, m, fp, rnd]
+                seq = -1 if s.seq is None else s.seq
+                win[s.device] = [ts, seq, ts, seq, s.rssi, s.fingerprint, s.randomized]
                 continue
-            if t0 < cur[0]:
-                cur[0], cur[1] = t0, s0
-            if t1 >= cur[2]:
-                cur[2], cur[3] = t1, s1
-            if m > cur[4]:
-                cur[4] = m
+            if ts < cur[0]:
+                cur[0], cur[1], cur[5] = ts, -1 if s.seq is None else s.seq, s.fingerprint
+            if ts >= cur[2]:
+                cur[2], cur[3] = ts, -1 if s.seq is None else s.seq
+            if s.rssi > cur[4]:
+                cur[4] = s.rssi
 
     def close(self, until_ts: int) -> list[PeopleWindow]:
         """Close every window that ends at or before ``until_ts`` (the watermark), in order.

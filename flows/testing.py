@@ -11,6 +11,7 @@ see what it had written by then.
 >>> import json
 >>> from connectors.catalog import Catalog
 >>> from connectors.records import RawBatch, RawMessage
+>>> from connectors.schemas import FootfallMinute, PeopleCount
 >>> from storepulse.settings import Settings
 >>> catalog = Catalog.from_yaml('''
 ... malls: [{mall_id: M1, name: Joy, tz: UTC, lat: 0, lon: 0}]
@@ -20,12 +21,15 @@ see what it had written by then.
 >>> read = RawBatch(topic="wifi.probes", partition=0, messages=[RawMessage(0, b"C-1", value)])
 >>> settings = Settings(mac_hash_key=b"0123456789abcdef", max_event_age_s=1e10)
 >>> out, dead = run_reads(settings, catalog, [read])
->>> [(m.scope, m.scope_id, (m.minute_ts - 1_763_870_400_000) // 60_000, m.devices) for m in out], dead
+>>> [(m.scope, m.scope_id, (m.minute_ts - 1_763_870_400_000) // 60_000, m.devices)
+...  for m in out if isinstance(m, FootfallMinute)], dead
 ([('mall', 'M1', -2, 0), ('zone', 'hall', -2, 0), ('mall', 'M1', 0, 1), ('zone', 'hall', 0, 1)], [])
+>>> [(p.sensor_id, p.window_ts - 1_763_870_400_000, p.macs) for m in out if isinstance(p := m, PeopleCount)]
+[('C-1', 0, 1)]
 
 (The read moves event time to its minute T; with 60 s of lateness, minutes before T - 1
 close, and the newest closed one, T - 2, is written for every scope with nothing heard.
-The end of input closes minute T.)
+The end of input closes minute T, and the sensor's 5-minute window of people.)
 """
 
 from __future__ import annotations

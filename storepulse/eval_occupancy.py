@@ -115,7 +115,7 @@ def window_features(folder: LabFolder, catalog: Any, floor: int) -> dict[Key, di
             by_sensor[s.sensor_id].append(s)
         for sensor_id, group in by_sensor.items():
             counter = counters.setdefault(sensor_id, SensorPeople(Params(floor=floor)))
-            counter.add(*_columns(group))
+            counter.add(group)
             newest = max(s.ts for s in group)
             for w in counter.close(window_of(newest)):  # windows before the newest one are complete
                 out[(sensor_id, w.window_start_ts)] = w.features
@@ -131,17 +131,6 @@ def window_features(folder: LabFolder, catalog: Any, floor: int) -> dict[Key, di
         for w in counter.close(1 << 62):
             out[(sensor_id, w.window_start_ts)] = w.features
     return out
-
-
-def _columns(group: list[Any]) -> tuple[np.ndarray, ...]:
-    return (
-        np.array([s.ts for s in group], np.int64),
-        np.array([s.device for s in group], np.uint64),
-        np.array([s.randomized for s in group], np.bool_),
-        np.array([s.rssi for s in group], np.int64),
-        np.array([-1 if s.seq is None else s.seq for s in group], np.int64),
-        np.array([s.fingerprint for s in group], np.int64),
-    )
 
 
 def fit(

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from connectors.catalog import Catalog
-from connectors.records import RawBatch, RawMessage
+from connectors.records import RawBatch, RawMessage, Sighting
 from connectors.schemas import PeopleCount
 from flows.people import (
     COUNTS,
@@ -45,16 +45,9 @@ def rand(ts: int, device: int, rssi: int, seq: int, fp: int) -> Row:
 
 
 def feed(sp: SensorPeople, rows: list[Row]) -> None:
-    """One batch, as the footfall step hands it over (columns of numpy arrays)."""
-    ts, device, randomized, rssi, seq, fp = zip(*rows, strict=True)
-    sp.add(
-        np.array(ts, np.int64),
-        np.array(device, np.uint64),
-        np.array(randomized, np.bool_),
-        np.array(rssi, np.int64),
-        np.array(seq, np.int64),
-        np.array(fp, np.int64),
-    )
+    """One batch, as the footfall step hands it over (the sensor's sightings)."""
+    sp.add(Sighting(ts, "AP-1", None, "hall", d, rnd, rssi, None if seq < 0 else seq, fp, 0)
+           for ts, d, rnd, rssi, seq, fp in rows)  # fmt: skip
 
 
 def windows(sp: SensorPeople, rows: list[Row], until: int = 1 << 62) -> dict[int, dict[str, float]]:
