@@ -62,7 +62,7 @@ from flows.alert_notices import AlertNotice, alertmanager_payload, encode_body, 
 from flows.outputs import RedisRetry, encode_deadletter
 from state.alert_marks import AlertMarks, Channel
 from state.redis import Backoff
-from storepulse import health
+from storepulse import health, metrics
 from storepulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -248,10 +248,26 @@ class AlertOutboxSink(DynamicSink[AlertNotice]):
         return partition
 
 
-def alert_outbox(settings: Settings, *, on_batch: Callable[[OutboxCounts], None] | None = None) -> AlertOutboxSink:
+def count_deliveries(counts: OutboxCounts) -> None:
+    """``storepulse_alert_deliveries_total`` from a batch's counts (the outbox's ``on_batch``)."""
+    for channel, outcome, n in (
+        ("kafka", "sent", counts.kafka_sent),
+        ("kafka", "skipped", counts.kafka_skipped),
+        ("webhook", "sent", counts.webhook_delivered),
+        ("webhook", "skipped", counts.webhook_skipped),
+        ("webhook", "dead_lettered", counts.webhook_failed),
+    ):
+        if n:
+            metrics.ALERT_DELIVERIES.labels(channel, outcome).inc(n)
+
+
+def alert_outbox(
+    settings: Settings, *, on_batch: Callable[[OutboxCounts], None] | None = count_deliveries
+) -> AlertOutboxSink:
     """The outbox of ``settings``: the alerts and dead-letter topics, the Redis of
     ``STOREPULSE_REDIS_URL`` (required), and the webhook of ``STOREPULSE_ALERT_WEBHOOK_*``
-    when its URL is set (``Settings`` has checked that its secret is set too)."""
+    when its URL is set (``Settings`` has checked that its secret is set too); each batch's
+    counts go to ``storepulse_alert_deliveries_total``."""
     webhook: Callable[[], WebhookSender] | None = None
     url, secret = settings.alert_webhook_url, settings.alert_webhook_secret
     if url and secret:

@@ -228,6 +228,12 @@ ALERT_NOTICES = Counter(
     "replay after a restart counts again).",
     ["status", "severity", "cause"],
 )
+ALERT_DELIVERIES = Counter(
+    "storepulse_alert_deliveries",
+    "Alert notices handled by the outbox, by channel (kafka, webhook) and outcome (sent; "
+    "skipped: marked as delivered before, a replay; dead_lettered: the webhook gave up).",
+    ["channel", "outcome"],
+)
 STORE_HEALTH_SCORE = Gauge(
     "storepulse_store_health_score",
     "The store's health score 0-100 (sales and footfall against normal, conversion, "

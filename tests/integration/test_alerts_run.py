@@ -86,6 +86,12 @@ def test_a_drop_alerts_once_resolves_once_across_a_crash(
         engine.wait_for(
             lambda: engine.metric("storepulse_webhook_deliveries_total", reason="delivered") == 1, "one delivery"
         )
+        # the replayed firing was skipped on both channels, the resolution sent on both
+        def counted(outcome: str) -> list[float]:
+            return [engine.metric("storepulse_alert_deliveries_total", channel=c, outcome=outcome)
+                    for c in ("kafka", "webhook")]  # fmt: skip
+
+        engine.wait_for(lambda: counted("sent") == counted("skipped") == [1, 1], "the outbox's counts")
     finally:
         engine.stop()
 
