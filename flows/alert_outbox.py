@@ -33,7 +33,7 @@ them by that id (Standard Webhooks tells receivers to use ``webhook-id`` for ide
 Kafka consumers key on the header). A Kafka message whose flush timed out may also land
 twice (at-least-once producer, see ``connectors.kafka_sink``), with the same header.
 
-Redis: the batch waits while Redis is unreachable, the way ``flows.outputs``' Redis sinks
+Redis: the batch waits while Redis is unreachable, the way the Redis sinks (``flows.redis_sinks``)
 do (the read or the mark retried whole with capped backoff for as long as it takes, readiness
 ``redis-alerts[<worker>]`` down meanwhile, ``storepulse_redis_up`` 0 and the Redis failure
 and retry counters counting; one warning when an outage starts and one when it ends). No
@@ -59,7 +59,8 @@ from connectors.kafka_sink import ConfirmingProducer, Headers
 from connectors.schemas import DeadLetter
 from connectors.webhooks import Delivery, WebhookSender
 from flows.alert_notices import AlertNotice, alertmanager_payload, encode_body, message_id
-from flows.outputs import RedisRetry, encode_deadletter
+from flows.outputs import encode_deadletter
+from flows.redis_sinks import RedisRetry
 from state.alert_marks import AlertMarks, Channel
 from state.redis import Backoff
 from storepulse import health, metrics

@@ -63,18 +63,16 @@ from flows.alert_notices import AlertNotice
 from flows.footfall import footfall_builder
 from flows.ingest import ingest, ingest_members
 from flows.member_visits import resolve_devices, track_member_visits
-from flows.outputs import (
-    EncodedSink,
-    MetricsSink,
+from flows.outputs import EncodedSink, MetricsSink, encode_deadletter
+from flows.profiles import update_profiles
+from flows.redis_sinks import (
     RedisFootfallSink,
     RedisMemberVisitsSink,
     RedisPeopleSink,
     RedisProfileSink,
     RedisStoreHealthSink,
     RedisStoreMembersSink,
-    encode_deadletter,
 )
-from flows.profiles import update_profiles
 from flows.repurchase import keyed_by_store, store_repurchase
 from flows.sales_watch import store_input, watch_sales
 from flows.segments import assign_segments

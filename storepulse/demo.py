@@ -26,9 +26,8 @@ from bytewax.testing import run_main
 from connectors.catalog import Catalog
 from connectors.schemas import DeadLetter, FootfallMinute, Visit
 from flows.engine import Sinks, Sources, build_flow
-from flows.outputs import (
-    JsonlSink,
-    MetricsSink,
+from flows.outputs import JsonlSink, MetricsSink
+from flows.redis_sinks import (
     RedisFootfallSink,
     RedisMemberVisitsSink,
     RedisPeopleSink,

@@ -11,7 +11,7 @@ not hide another's failure):
 
 ``dataflow``
     Declared down ("not started") by the default registry at import, up once a sink of
-    the running dataflow is built (``flows.outputs``): a process that only serves
+    the running dataflow is built (``flows.outputs``, ``flows.redis_sinks``): a process that only serves
     metrics is not ready.
 ``redis[<w>]``, ``redis-profiles[<w>]``
     Up when the footfall (profile) sink connected (PING) and after every successful

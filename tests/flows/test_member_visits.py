@@ -37,7 +37,7 @@ from flows.member_visits import (
     resolve_devices,
     track_member_visits,
 )
-from flows.outputs import RedisMemberVisitsSink
+from flows.redis_sinks import RedisMemberVisitsSink
 from state.member_visits import MemberVisitsStore
 from state.redis import Backoff
 from storepulse.health import Readiness

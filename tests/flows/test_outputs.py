@@ -1,4 +1,4 @@
-"""The Redis footfall sink of flows/outputs.py: waits out a Redis outage, loses nothing.
+"""The Redis footfall sink of flows/redis_sinks.py: waits out a Redis outage, loses nothing.
 
 The unit tests run the retry loop by counts (an injected sleep that records its waits and
 an injected clock), the last one writes through a real redis-server that is stopped and
@@ -18,7 +18,7 @@ import redis
 from prometheus_client import REGISTRY
 
 from connectors.schemas import FootfallMinute, StoreHour
-from flows.outputs import RedisFootfallSink, _RedisPartition
+from flows.redis_sinks import RedisFootfallSink, _RedisPartition
 from state.footfall import FootfallStore
 from state.redis import Backoff
 from storepulse.health import Readiness
@@ -81,7 +81,7 @@ def test_an_outage_of_any_length_is_waited_out_with_capped_backoff_and_the_batch
     sink = partition(store, readiness, waits)
     failures, retries = sample("storepulse_redis_write_failures_total"), sample("storepulse_redis_write_retries_total")
 
-    with caplog.at_level(logging.INFO, logger="flows.outputs"):
+    with caplog.at_level(logging.INFO, logger="flows.redis_sinks"):
         sink.write_batch([*BATCH, "not a footfall record"])  # others are not for Redis
 
     # 500 failures, then the 501st attempt writes the batch, once and whole
@@ -94,7 +94,7 @@ def test_an_outage_of_any_length_is_waited_out_with_capped_backoff_and_the_batch
     assert sample("storepulse_redis_write_retries_total") - retries == 500
     assert sample("storepulse_redis_up") == 1
     # one line when the outage starts, one when it ends; none per retry
-    lines = [r.getMessage() for r in caplog.records if r.name == "flows.outputs"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "flows.redis_sinks"]
     assert len(lines) == 2, lines
     assert "Connection refused" in lines[0] and "retrying" in lines[0]
     assert "500 failed attempts" in lines[1] and "2 records" in lines[1]

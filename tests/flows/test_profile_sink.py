@@ -1,4 +1,4 @@
-"""RedisProfileSink of flows/outputs.py through a real redis-server: writes profiles and
+"""RedisProfileSink of flows/redis_sinks.py through a real redis-server: writes profiles and
 applies erasures in item order per member, ignores other items, counts what it did, and
 waits out an outage as the footfall sink does (the shared retry loop itself is tested in
 test_outputs.py)."""
@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from connectors.schemas import FootfallMinute, MemberErased
-from flows.outputs import RedisFootfallSink, RedisProfileSink
+from flows.redis_sinks import RedisFootfallSink, RedisProfileSink
 from state.profiles import ProfileStore, profile_key
 from state.redis import Backoff
 from storepulse.health import Readiness
@@ -99,7 +99,7 @@ def test_a_real_redis_stopped_mid_run_holds_the_profiles_until_it_is_back(make_r
 
 def test_the_process_is_not_ready_until_every_redis_sink_is_built(redis_server) -> None:
     # Two sinks: building the profile sink first must not make the process look ready.
-    from flows.outputs import RedisFootfallSink, RedisProfileSink
+    from flows.redis_sinks import RedisFootfallSink, RedisProfileSink
     from storepulse.health import Readiness
 
     readiness = Readiness()

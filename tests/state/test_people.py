@@ -1,7 +1,7 @@
 """The people store (state/people.py) against a real redis-server and a real one-node Redis
 Cluster: the documented keys, zone and store sums made from each sensor's part whatever the
 batches, replays that never move the live view back, the 48 h series; the in-memory sums
-behind the gauges (PeopleTotals); and RedisPeopleSink (flows/outputs.py)."""
+behind the gauges (PeopleTotals); and RedisPeopleSink (flows/redis_sinks.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from connectors.schemas import FootfallMinute, PeopleCount
-from flows.outputs import RedisPeopleSink
+from flows.redis_sinks import RedisPeopleSink
 from state.people import PeopleStore, PeopleTotals, ScopePeople, live_key, windows_key
 from state.redis import Backoff, connect
 from storepulse.health import Readiness

@@ -1,7 +1,7 @@
 """The store health store (state/store_health.py) against a real redis-server and a real
 one-node Redis Cluster: the hash and the ranking other services read, exact round trips,
 replays that never move a store back, ranks worked out by hand; and RedisStoreHealthSink
-(flows/outputs.py): the health gauge, other items ignored, an outage waited out."""
+(flows/redis_sinks.py): the health gauge, other items ignored, an outage waited out."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from redis.cluster import RedisCluster
 
 from connectors.schemas import FootfallMinute, StoreHealth
-from flows.outputs import RedisStoreHealthSink
+from flows.redis_sinks import RedisStoreHealthSink
 from state.redis import Backoff, connect
 from state.store_health import (
     RANKING_KEY,

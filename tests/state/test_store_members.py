@@ -1,6 +1,6 @@
 """The store members store (state/store_members.py) against a real redis-server and a real
 one-node Redis Cluster: the hash other services read, exact round trips, replays that never
-move a store backwards; and RedisStoreMembersSink (flows/outputs.py): the
+move a store backwards; and RedisStoreMembersSink (flows/redis_sinks.py): the
 gauges, other items ignored, an outage waited out as the other Redis sinks do."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from connectors.schemas import FootfallMinute, StoreMembers
-from flows.outputs import RedisStoreMembersSink
+from flows.redis_sinks import RedisStoreMembersSink
 from state.redis import Backoff, connect
 from state.store_members import StoreMembersStore, store_members_key
 from storepulse.health import Readiness
