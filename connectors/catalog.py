@@ -63,6 +63,7 @@ class Store(msgspec.Struct, kw_only=True, frozen=True):
 
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
+_HOURS = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d-(?:[01]\d|2[0-3]):[0-5]\d")
 
 
 class PeopleCalibration(msgspec.Struct, kw_only=True, frozen=True):
@@ -238,6 +239,9 @@ class Catalog(msgspec.Struct, kw_only=True, frozen=True, dict=True):
         for store in self.stores:
             if store.mall_id is not None and store.mall_id not in self._malls:
                 raise CatalogError(f"store {store.store_id}: unknown mall {store.mall_id!r}")
+            if not _HOURS.fullmatch(store.hours):
+                raise CatalogError(f"store {store.store_id}: hours {store.hours!r} are not HH:MM-HH:MM local time "
+                                   "such as 10:00-22:00 (00:00-00:00: always open)")
             if not _CURRENCY.fullmatch(store.currency):
                 raise CatalogError(f"store {store.store_id}: currency {store.currency!r} is not a "
                                    "3-letter uppercase ISO 4217 code such as CNY")

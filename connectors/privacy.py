@@ -67,13 +67,14 @@ class DeviceHasher:
 
         >>> h = DeviceHasher(b"k")
         >>> a, b = h.seq(4095, 0), h.seq(3, 1000)
-        >>> (b - a) % 4096, h.seq(7, 0) == 7 or h.seq(7, 0) != h.seq(7, 86_400_000)
-        (4, True)
+        >>> (b - a) % 4096, h.seq(7, 0), h.seq(7, 86_400_000)  # the next day, another offset
+        (4, 28, 3687)
         """
         day = ts_ms // DAY_MS
         offset = self._seq_offsets.get(day)
         if offset is None:
-            offset = self._seq_offsets[day] = hmac.digest(self._key, b"seq@%d" % day, "sha256")[0] << 4 | 1
+            digest = hmac.digest(self._key, b"seq@%d" % day, "sha256")
+            offset = self._seq_offsets[day] = int.from_bytes(digest[:2], "big") % 4096
         return (seq + offset) % 4096
 
     def fingerprint(self, ie: list[int] | None, vendor_ie: list[int] | None) -> int:

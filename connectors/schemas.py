@@ -324,7 +324,8 @@ class StoreMembers(msgspec.Struct, frozen=True, kw_only=True):
 
 class SalesBucket(msgspec.Struct, frozen=True, kw_only=True):
     """One closed 5-minute bucket of a store's sales against its learned expectation
-    (``flows.sales_watch``): ``net_sales`` = sales - refunds; ``expected`` is None while
+    (``flows.sales_watch``): ``net_sales`` = sales - refunds, 0 if negative (a bucket of
+    refunds sold nothing); ``expected`` is None while
     the store is closed or in its cold start; ``drop_score`` in [0, 1], 0.5 alert-worthy."""
 
     store_id: str

@@ -198,6 +198,13 @@ class SalesDropDetector:
         self._offset_key = -1  # the UTC hour of the cached zone offset
         self._offset_ms = 0
 
+    def set_calendar(self, tz: str, hours: str | None, holidays: Mapping[str, float | None]) -> None:
+        """Read buckets in ``tz`` with these opening hours and holidays from now on (what was
+        learned stays: it is kept by local weekday and time of day)."""
+        self.tz, self._offset_key = ZoneInfo(tz), -1
+        self.hours = _parse_hours(hours)
+        self.holidays = dict(holidays)
+
     # -- calendar -------------------------------------------------------------------
     def _calendar(self, ts_ms: int) -> tuple[int, int, str, int]:
         """(ms after local midnight, weekday, ISO local date, local day ordinal) of a bucket."""

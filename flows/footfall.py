@@ -184,9 +184,10 @@ class SiteFootfall:
         """Each sensor's 5-minute windows that end by ``horizon`` (all: None), estimated
         with the sensor's calibration from the catalog."""
         out = []
-        for sensor_id, counter in self.people.items():
+        for sensor_id, counter in list(self.people.items()):
             sensor = catalog.sensor(sensor_id)
-            if sensor is None:
+            if sensor is None:  # removed from the catalog: its counter goes with it
+                del self.people[sensor_id]
                 continue
             calibration = sensor.people
             if calibration is None:

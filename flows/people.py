@@ -21,8 +21,9 @@ Per sensor it keeps (all bounded, expired by event time):
   last frame, within ``Params.gap_ms``, with the same fingerprint and a sequence number
   that continues the chain's (``1 <= (seq - last_seq) mod 4096 <= max_seq_step``) and an
   rssi within ``max_rssi_jump`` dB, is the same phone; the closest continuation wins.
-  Chains and links idle longer than ``Params.horizon_ms`` are dropped, and all of them at
-  a UTC day change (randomised hashes change at midnight UTC anyway).
+  Chains and links idle longer than ``Params.horizon_ms`` are dropped once more than 4,096
+  links are held, and all of them at a UTC day change (randomised hashes change at
+  midnight UTC anyway), so a day's worth is the most ever kept.
 - always-present stable MACs: per stable device, the number of windows it was heard in,
   decayed by ``0.5`` every ``Params.halflife_windows`` windows in which the sensor heard
   anything (so months without recording do not erase it). A device whose score reaches

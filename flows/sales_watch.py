@@ -44,7 +44,7 @@ from connectors.catalog import Catalog, Store
 from connectors.schemas import FootfallMinute, SalesBucket, StoreHealth, StoreMembers
 from flows.alert_notices import AlertNotice, Severity
 from flows.drop_context import Context, DropContext
-from flows.drop_detector import DropAlerter, SalesDropDetector, _parse_hours
+from flows.drop_detector import DropAlerter, SalesDropDetector
 
 BUCKET_MS = 300_000
 HOUR_MS = 3_600_000
@@ -137,6 +137,7 @@ class StoreWatch:
     context: DropContext = field(default_factory=DropContext)
     hours: str | None = None
     holidays: dict[str, float | None] = field(default_factory=dict)
+    tz: str = "UTC"
     bucket_ts: int | None = None  # the open bucket
     net: int = 0
     by_method: dict[str, int] = field(default_factory=dict)
@@ -154,18 +155,17 @@ class StoreWatch:
 
         return cls(
             store.store_id, store.merchant_id, detector(), detector(), DropAlerter(store.store_id),
-            hours=store.hours, holidays=dict(holidays),
+            hours=store.hours, holidays=dict(holidays), tz=store.tz,
         )  # fmt: skip
 
     def follow(self, store: Store, holidays: dict[str, float | None]) -> None:
-        """Take the catalog's current hours, holidays and merchant (a no-op when unchanged)."""
+        """Take the catalog's current time zone, hours, holidays and merchant (a no-op when
+        unchanged). What was learned stays, read in the new local time."""
         self.merchant_id = store.merchant_id
-        if store.hours != self.hours:
-            self.hours = store.hours
-            self.sales.hours = self.footfall.hours = _parse_hours(store.hours)
-        if holidays != self.holidays:
-            self.holidays = dict(holidays)
-            self.sales.holidays, self.footfall.holidays = dict(holidays), dict(holidays)
+        if (store.tz, store.hours, holidays) != (self.tz, self.hours, self.holidays):
+            self.tz, self.hours, self.holidays = store.tz, store.hours, dict(holidays)
+            for detector in (self.sales, self.footfall):
+                detector.set_calendar(store.tz, store.hours, holidays)
 
     def minute(
         self, minute_ts: int, *, sales: int, refunds: int, payments: dict[str, int], devices: int
@@ -265,7 +265,7 @@ class SalesWatchLogic(StatefulBatchLogic[FootfallMinute | StoreMembers, Output, 
     def _watch(self, store_id: str) -> StoreWatch | None:
         catalog = self.catalog()
         store = catalog.store(store_id)
-        if store is None:  # removed from the catalog: keep what was learned, watch nothing
+        if store is None:  # removed from the catalog: go on with its last settings
             return self.state
         holidays = catalog.holidays_of(store_id)
         if self.state is None:

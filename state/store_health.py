@@ -33,8 +33,8 @@ ranking's hash tag, putting every store's health on one node and out of the
 ``sp:store:{<store_id>}:*`` slot its other keys share (``state.store_members``,
 ``state.footfall``). Two steps cost a short window in which a store's hash is newer than its
 score in the ranking; a crash inside it is repaired by the replay, which rewrites the hash
-(an equal ``as_of_ts`` is written) and so adds the score again. Stores removed from the
-catalog keep their keys until ``forget``.
+(an equal ``as_of_ts`` is written) and so adds the score again. Loading a catalog
+(``storepulse catalog load``) forgets the stores it no longer has (``prune``).
 
 >>> store_health_key("S1"), RANKING_KEY
 ('sp:store:{S1}:health', 'sp:stores:health')
@@ -101,6 +101,17 @@ class StoreHealthStore:
         """Remove a store (closed, left the platform) from Redis and the ranking."""
         self.client.delete(store_health_key(store_id))
         self.client.zrem(RANKING_KEY, store_id)
+
+
+def prune(client: Client, stores: set[str]) -> list[str]:
+    """Forget every ranked store that is not in ``stores`` (the catalog's, when a new
+    catalog is loaded: a store that left stays out of the ranking); the ids forgotten."""
+    ranked = {text(m) for m in cast(list[bytes], client.zrange(RANKING_KEY, 0, -1))}
+    gone = sorted(ranked - stores)
+    health = StoreHealthStore(client)
+    for store_id in gone:
+        health.forget(store_id)
+    return gone
 
 
 def health_of(client: Client, store_id: str) -> RankedHealth | None:

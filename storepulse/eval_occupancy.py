@@ -10,7 +10,8 @@ calibration fitted on the other folds.
 
 Fitting needs each window's device counts (the features), which the engine does not write
 out: ``window_features`` computes them with the engine's own decoder and ``SensorPeople``,
-offline. The estimates that are scored always come from the dataflow.
+offline, over the same days a replay sees (a fold's kept days alone, so nothing of the
+held-out days reaches the fit). The estimates that are scored always come from the dataflow.
 
 The baseline beside it: distinct MACs with rssi >= -70 in the window, ``a * x + b`` fitted
 by least squares on the same training days.
@@ -34,7 +35,7 @@ import numpy as np
 from storepulse.lab_data import LAB_TZ, LabFolder, folds_by_day, local_day, scores, window_of
 
 BASELINE_FLOOR = -70
-FLOORS = (-75, -70, -65, -60)  # the signal floors a calibration chooses from
+FLOORS = (-70, -65, -60)  # the signal floors a calibration chooses from
 EVAL_KEY = b"storepulse-eval-occupancy-key-0001"  # fixed: the same data gives the same result
 Key = tuple[str, int]  # (sensor_id, window start)
 
@@ -95,17 +96,21 @@ def replay(folder: LabFolder, catalog: Any, days: set[str] | None = None) -> dic
     return {(p.sensor_id, p.window_ts): p.people for p in out if isinstance(p, PeopleCount)}
 
 
-def window_features(folder: LabFolder, catalog: Any, floor: int) -> dict[Key, dict[str, float]]:
-    """Each (sensor, window)'s counts at ``floor``, computed offline with the engine's own
-    decoder (keyed device hashes, fingerprints) and ``flows.people.SensorPeople``."""
+def window_features(
+    folder: LabFolder, catalog: Any, days: set[str] | None = None
+) -> dict[int, dict[Key, dict[str, float]]]:
+    """Each (sensor, window)'s counts at each of ``FLOORS``, computed offline with the
+    engine's own decoder (keyed device hashes, fingerprints) and ``flows.people.SensorPeople``,
+    from the sightings of ``days`` only (all, if None), as a replay of those days would see
+    them; by floor. One pass over the folder."""
     from connectors.decode import Limits, ProbeDecoder
     from connectors.privacy import DeviceHasher
     from connectors.records import RawBatch, RawMessage
     from flows.people import Params, SensorPeople
 
     decoder = ProbeDecoder(DeviceHasher(EVAL_KEY), Limits(max_event_age_ms=1 << 62))
-    counters: dict[str, SensorPeople] = {}
-    out: dict[Key, dict[str, float]] = {}
+    counters: dict[tuple[int, str], SensorPeople] = {}
+    out: dict[int, dict[Key, dict[str, float]]] = {floor: {} for floor in FLOORS}
     batch: list[RawMessage] = []
 
     def flush() -> None:
@@ -114,22 +119,25 @@ def window_features(folder: LabFolder, catalog: Any, floor: int) -> dict[Key, di
         for _, s in good:
             by_sensor[s.sensor_id].append(s)
         for sensor_id, group in by_sensor.items():
-            counter = counters.setdefault(sensor_id, SensorPeople(Params(floor=floor)))
-            counter.add(group)
             newest = max(s.ts for s in group)
-            for w in counter.close(window_of(newest)):  # windows before the newest one are complete
-                out[(sensor_id, w.window_start_ts)] = w.features
+            for floor in FLOORS:
+                counter = counters.setdefault((floor, sensor_id), SensorPeople(Params(floor=floor)))
+                counter.add(group)
+                for w in counter.close(window_of(newest)):  # windows before the newest are complete
+                    out[floor][(sensor_id, w.window_start_ts)] = w.features
         batch.clear()
 
     for offset, line in enumerate(folder.lines()):
+        if days is not None and local_day(_HEAD.decode(line).ts) not in days:
+            continue
         batch.append(RawMessage(offset, b"", line))
         if len(batch) == 5000:
             flush()
     if batch:
         flush()
-    for sensor_id, counter in counters.items():
+    for (floor, sensor_id), counter in counters.items():
         for w in counter.close(1 << 62):
-            out[(sensor_id, w.window_start_ts)] = w.features
+            out[floor][(sensor_id, w.window_start_ts)] = w.features
     return out
 
 
@@ -265,26 +273,27 @@ def evaluate_occupancy(
     data = LabFolder.load(data_dir)
     train = LabFolder.load(train_dir) if train_dir is not None else data
     catalog = lab_catalog(sensors_of(train) + sensors_of(data))
-    features = {floor: window_features(train, catalog, floor) for floor in FLOORS}
     predicted: dict[Key, float] = {}
     base: dict[Key, float] = {}
     calibrations: dict[str, Any] = {}
     train_counts, _ = baseline_counts(train)
     data_counts, shares = baseline_counts(data)
     if train_dir is not None:
-        calibrations = fit(features, train.truth, None)
+        calibrations = fit(window_features(train, catalog), train.truth, None)
         predicted = replay(data, lab_catalog(sensors_of(data), calibrations))
         base = baseline(train_counts, train.truth, data_counts, data.truth)
     else:
         for held_out in folds_by_day(data.days(), folds):
             kept = set(data.days()) - set(held_out)
-            cal = fit(features, data.truth, kept)
+            # fitted on features of the kept days alone, as the held-out days are replayed alone
+            cal = fit(window_features(data, catalog, kept), data.truth, kept)
             run = replay(data, lab_catalog(sensors_of(data), cal), set(held_out))
             test = [k for k in data.truth if local_day(k[1]) in set(held_out)]
             predicted.update({k: run.get(k, 0.0) for k in test})
             kept_truth = {k: v for k, v in data.truth.items() if k not in set(test)}
             base.update(baseline(data_counts, kept_truth, data_counts, test))
-        calibrations = fit(features, data.truth, None)  # on every day: what to put in a catalog
+        # on every day: what to put in a catalog
+        calibrations = fit(window_features(data, catalog), data.truth, None)
     result: dict[str, Any] = {
         "mode": "train/data" if train_dir is not None else f"leave-days-out ({folds} folds)",
         **scores(predicted, data.truth),

@@ -182,8 +182,13 @@ def _scenario_catalog(scenario: str, seed: int) -> Catalog:
 def _save_catalog(settings: Settings, catalog: Catalog, command: str) -> str:
     from state.catalog import CatalogStore
     from state.redis import connect
+    from state.store_health import prune
 
-    return CatalogStore(connect(settings.require_redis_url(command))).save(catalog)
+    client = connect(settings.require_redis_url(command))
+    version = CatalogStore(client).save(catalog)
+    for store_id in prune(client, {s.store_id for s in catalog.stores}):
+        log.info("store %s left the catalog: its health is out of the ranking", store_id)
+    return version
 
 
 def show_profile(settings: Settings, member_id: str, *, as_json: bool) -> int:

@@ -68,3 +68,15 @@ def test_holidays_apply_to_every_store_or_to_the_stores_they_name() -> None:
 def test_a_broken_holiday_is_refused_with_its_reason(change: tuple[str, str], reason: str) -> None:
     with pytest.raises(CatalogError, match=reason):
         Catalog.from_yaml(STORES + HOLIDAYS.replace(*change))
+
+
+@pytest.mark.parametrize("bad", ["10-22", "10:00", "25:00-22:00", "10:00-22:60", "9:00-17:00", ""])
+def test_opening_hours_that_are_not_hh_mm_hh_mm_are_refused_naming_the_store(bad: str) -> None:
+    # the sales watch reads them on every closed minute: refused at load, not in the engine
+    catalog = Catalog.from_yaml(STORES)
+    stores = [msgspec.structs.replace(s, hours=bad) if s.store_id == "S8" else s for s in catalog.stores]
+    with pytest.raises(CatalogError, match=f"store S8: hours {bad!r} are not HH:MM-HH:MM"):
+        Catalog(malls=catalog.malls, stores=stores).validate()
+    for good in ("10:00-22:00", "22:00-02:00", "00:00-00:00"):
+        stores = [msgspec.structs.replace(s, hours=good) for s in catalog.stores]
+        Catalog(malls=catalog.malls, stores=stores).validate()

@@ -77,7 +77,8 @@ def test_a_good_sighting_is_pseudonymised() -> None:
         expected_device,
         False,
         -60,
-        (7 + (hmac.new(KEY, b"seq@%d" % (NOW_MS // 86_400_000), hashlib.sha256).digest()[0] << 4 | 1)) % 4096,
+        (7 + int.from_bytes(hmac.new(KEY, b"seq@%d" % (NOW_MS // 86_400_000), hashlib.sha256).digest()[:2], "big"))
+        % 4096,
         10,
     )
     # neither the raw sequence number nor the element list leaves the first step: a keyed

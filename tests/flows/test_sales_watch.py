@@ -186,3 +186,15 @@ def test_the_engine_watches_closed_minutes_net_of_refunds() -> None:
     # 00:00-00:05: two sales, one refund; 00:05-00:10 empty; the end of input closes
     # every minute, and the bucket of 00:14 is the open one when the input ends.
     assert [(b.bucket_ts - T0, b.net_sales) for b in of(SalesBucket, watched)] == [(0, 1), (BUCKET, 0)]
+
+
+def test_a_new_time_zone_from_the_catalog_moves_the_opening_hours() -> None:
+    watch = warm_watch()
+    assert watch.sales.expected(NOON + 11 * 3_600_000) is None  # 23:00 UTC: closed
+    assert watch.sales.expected(NOON + DAY - 8 * 3_600_000) is None  # 04:00 UTC: closed
+    shanghai = Store(**{**{f: getattr(STORE, f) for f in STORE.__struct_fields__}, "tz": "Asia/Shanghai"})
+    watch.follow(shanghai, {})
+    # 23:00 UTC is 07:00 in Shanghai (closed) and 04:00 UTC is 12:00 there (open)
+    assert watch.sales.expected(NOON + 11 * 3_600_000) is None
+    assert watch.sales.expected(NOON + DAY - 8 * 3_600_000) is not None
+    assert watch.sales.expected(NOON + DAY - 8 * 3_600_000 - 5 * 3_600_000) is None  # 23:00 UTC before: 07:00 local

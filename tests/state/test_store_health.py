@@ -21,6 +21,7 @@ from state.store_health import (
     StoreHealthStore,
     bottom,
     health_of,
+    prune,
     store_health_key,
     top,
 )
@@ -112,6 +113,23 @@ def test_ranks_best_first_with_ties_sharing_one(redis_client):
     StoreHealthStore(redis_client).forget("E")
     assert redis_client.exists(store_health_key("E")) == 0
     assert top(redis_client, 1) == [Ranked("B", 72.5, 1, 4)]
+
+
+def test_a_store_that_left_the_catalog_leaves_the_ranking_when_the_catalog_is_loaded(redis_server, redis_client):
+    from connectors.catalog import Catalog
+    from storepulse.run import _save_catalog
+    from storepulse.settings import Settings
+
+    StoreHealthStore(redis_client).write([store(S1, "A", 46.0), store(S2, "B", 25.0), store(S1, "C", 70.0)])
+    assert prune(redis_client, {"A", "B", "C", "D"}) == []  # D has no health yet: nothing to do
+    catalog = Catalog.from_yaml("""
+stores:
+  - {store_id: A, merchant_id: M1, name: A, category: food, tz: UTC, lat: 0, lon: 0}
+  - {store_id: C, merchant_id: M1, name: C, category: food, tz: UTC, lat: 0, lon: 0}
+""")
+    _save_catalog(Settings(redis_url=redis_server.url), catalog, "catalog load")  # B closed
+    assert [r.store_id for r in top(redis_client, 10)] == ["C", "A"]
+    assert redis_client.exists(store_health_key("B")) == 0 and health_of(redis_client, "B") is None
 
 
 def test_store_health_on_a_redis_cluster(redis_cluster_server):
