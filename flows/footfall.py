@@ -52,7 +52,7 @@ from connectors.decode import Reason
 from connectors.records import DeviceVisit, Sale, Sighting, SiteBatch
 from connectors.schemas import DeadLetter, FootfallMinute, PeopleCount, StoreHour, Visit, dwell_bucket
 from flows.clock import EventClock
-from flows.people import DEFAULT_CALIBRATION, DEFAULT_FLOOR, Calibration, Params, SensorPeople
+from flows.people import DEFAULT_CALIBRATION, SensorPeople
 from flows.rolling import RollingDistinct
 from flows.visits import ClosedVisit, Rule, VisitTracker
 from storepulse import metrics
@@ -184,18 +184,13 @@ class SiteFootfall:
         """Each sensor's 5-minute windows that end by ``horizon`` (all: None), estimated
         with the sensor's calibration from the catalog."""
         out = []
+        until = (1 << 62) if horizon is None else horizon
         for sensor_id, counter in list(self.people.items()):
             sensor = catalog.sensor(sensor_id)
             if sensor is None:  # removed from the catalog: its counter goes with it
                 del self.people[sensor_id]
                 continue
-            calibration = sensor.people
-            if calibration is None:
-                counter.params, counter.calibration = Params(floor=DEFAULT_FLOOR), DEFAULT_CALIBRATION
-            else:
-                counter.params = Params(floor=calibration.floor)
-                counter.calibration = Calibration(calibration.intercept, dict(calibration.coef))
-            until = (1 << 62) if horizon is None else horizon
+            counter.calibrate(sensor.people or DEFAULT_CALIBRATION)
             for w in counter.close(until):
                 out.append(
                     PeopleCount(

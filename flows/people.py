@@ -10,7 +10,7 @@ MAC: a keyed 64-bit ``device`` hash, salted by UTC day when ``randomized``; rssi
 802.11 ``seq`` shifted by a keyed offset of the day, or None; ``fingerprint``, a keyed hash
 of the frame's element ids and vendor OUIs). Writes,
 per closed window, a ``PeopleWindow``: device counts (the features) and, given a
-``Calibration``, the estimated number of people.
+calibration (``PeopleCalibration``, ``estimate``), the estimated number of people.
 
 Per sensor it keeps (all bounded, expired by event time):
 
@@ -61,12 +61,15 @@ Sightings of an already closed window are late: counted in ``late`` and dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from connectors.catalog import PeopleCalibration
 
 WINDOW_MS = 300_000
 DAY_MS = 86_400_000
@@ -91,21 +94,17 @@ class Params:
     persist_windows: int = 12  # chains_p/stable_np_p: heard in one of this many windows before (1 h)
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """people = max(0, intercept + sum(coef[f] * log1p(features[f]))): numbers for the
-    catalog. The log: on the lab's days the devices per person fall as a class grows and
-    differ from day to day, and the log absorbs most of that (docs/people.md)."""
-
-    intercept: float
-    coef: dict[str, float]
-
-    def estimate(self, features: dict[str, float]) -> float:
-        return max(0.0, self.intercept + sum(c * math.log1p(features[f]) for f, c in self.coef.items()))
+def estimate(calibration: PeopleCalibration, features: dict[str, float]) -> float:
+    """People from a window's counts: max(0, intercept + sum(coef[f] * log1p(features[f]))).
+    The log: on the lab's days the devices per person fall as a class grows and differ from
+    day to day, and the log absorbs most of that (docs/people.md)."""
+    total = calibration.intercept + sum(c * math.log1p(features[f]) for f, c in calibration.coef.items())
+    return max(0.0, total)
 
 
-DEFAULT_FLOOR = -65
-DEFAULT_CALIBRATION = Calibration(-0.0011, {"stable_np_s2": 0.1051, "chains_s2": 3.2354, "chains_p_s2": 2.9998})
+DEFAULT_CALIBRATION = PeopleCalibration(
+    floor=-65, intercept=-0.0011, coef={"stable_np_s2": 0.1051, "chains_s2": 3.2354, "chains_p_s2": 2.9998}
+)
 """For a sensor without its own calibration: the fit on all the lab's development days
 (LAB-P1, the sniffer with 5x the data; ``RECOMMENDED`` features at -65 dBm)."""
 
@@ -138,7 +137,7 @@ class SensorPeople:
     """Per-sensor streaming people estimator; see the module docstring."""
 
     params: Params = field(default_factory=Params)
-    calibration: Calibration | None = None
+    calibration: PeopleCalibration | None = None
     # window index -> {device: [first_ts, first_seq, last_ts, last_seq, max_rssi, fp, randomized]}
     open: dict[int, dict[int, list[int]]] = field(default_factory=dict)
     closed_before: int = -(1 << 62)  # windows below this index are closed
@@ -181,6 +180,13 @@ class SensorPeople:
                 cur[2], cur[3] = ts, -1 if s.seq is None else s.seq
             if s.rssi > cur[4]:
                 cur[4] = s.rssi
+
+    def calibrate(self, calibration: PeopleCalibration) -> None:
+        """Estimate people with ``calibration`` (and count at its floor) from the next window
+        closed on; a no-op when it is the one in use."""
+        if calibration is not self.calibration:
+            self.calibration = calibration
+            self.params = dataclasses.replace(self.params, floor=calibration.floor)
 
     def close(self, until_ts: int) -> list[PeopleWindow]:
         """Close every window that ends at or before ``until_ts`` (the watermark), in order.
@@ -247,7 +253,7 @@ class SensorPeople:
         self.prev = (wi, dict(f))
         for name in COUNTS:
             f[f"{name}_s2"] = (f[name] + before.get(name, 0)) / 2
-        people = None if self.calibration is None else self.calibration.estimate(f)
+        people = None if self.calibration is None else estimate(self.calibration, f)
         return PeopleWindow(start, f, people)
 
     def _associate(self, d: int, v: list[int]) -> int:
@@ -302,11 +308,17 @@ class SensorPeople:
 
 
 def fit_calibration(
-    X: np.ndarray, y: np.ndarray, names: tuple[str, ...], *, nonneg: bool = True, iters: int = 200
-) -> Calibration:
+    X: np.ndarray,
+    y: np.ndarray,
+    names: tuple[str, ...],
+    *,
+    floor: int = Params.floor,
+    nonneg: bool = True,
+    iters: int = 200,
+) -> PeopleCalibration:
     """Least squares ``y ~ b + log1p(X) @ a`` with ``a >= 0`` (projected coordinate descent;
     a handful of columns, so exact enough), the intercept free; ``X`` holds the window
-    counts of ``names``."""
+    counts of ``names``, counted at ``floor``."""
     X = np.log1p(np.asarray(X, float))
     y = np.asarray(y, float)
     n, k = X.shape
@@ -323,4 +335,5 @@ def fit_calibration(
                     continue
                 val = coef[j] + (h[j] - G[j] @ coef) / G[j, j]
                 coef[j] = val if j == k else max(0.0, val)
-    return Calibration(float(coef[k]), {nm: float(c) for nm, c in zip(names, coef[:k], strict=True)})
+    weights = {nm: float(c) for nm, c in zip(names, coef[:k], strict=True)}
+    return PeopleCalibration(floor=floor, intercept=float(coef[k]), coef=weights)

@@ -206,10 +206,7 @@ class RedisPeopleSink(_RedisSink):
     sensor's part); one pipeline per batch, other items ignored. Idempotent: a replay
     rewrites the same parts and sums, and never moves a live hash back to an older window.
 
-    Outages and errors as ``RedisFootfallSink`` (the same retry loop: the batch is retried
-    whole with backoff for as long as Redis is unreachable, errors that retrying cannot fix
-    stop the dataflow), with its own readiness condition ``redis-people[<worker>]``; it
-    shares ``storepulse_redis_up`` and the write failure and retry counters.
+    Outages and errors: as every Redis sink (``RedisRetry``), readiness ``redis-people[<worker>]``.
     """
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
@@ -287,11 +284,7 @@ class RedisStoreMembersSink(_RedisSink):
     one pipeline per batch, other items are ignored. Idempotent: a record replaces the
     stored one only if its ``as_of_ts`` is not older, so a replay never moves a store back.
 
-    Outages and errors as ``RedisFootfallSink`` (the same retry loop: the
-    batch is retried whole with backoff for as long as Redis is unreachable, errors that
-    retrying cannot fix stop the dataflow), with its own readiness condition
-    ``redis-store-members[<worker>]``; it shares ``storepulse_redis_up`` and the write
-    failure and retry counters.
+    Outages and errors: as every Redis sink (``RedisRetry``), readiness ``redis-store-members[<worker>]``.
     """
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
@@ -317,11 +310,7 @@ class RedisStoreHealthSink(_RedisSink):
     are ignored. Idempotent: a record replaces the stored one only if its ``as_of_ts`` is
     not older, so a replay never moves a store back, nor its score in the ranking.
 
-    Outages and errors as ``RedisFootfallSink`` (the same retry loop: the
-    batch is retried whole with backoff for as long as Redis is unreachable, errors that
-    retrying cannot fix stop the dataflow), with its own readiness condition
-    ``redis-store-health[<worker>]``; it shares ``storepulse_redis_up`` and the write
-    failure and retry counters.
+    Outages and errors: as every Redis sink (``RedisRetry``), readiness ``redis-store-health[<worker>]``.
     """
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:

@@ -146,7 +146,6 @@ class StoreWatch:
     # severity, when the drop began
     health: Health = field(default_factory=Health)
     repurchase: float | None = None
-    health_hour: int | None = None
 
     @classmethod
     def for_store(cls, store: Store, holidays: dict[str, float | None], bucket_ms: int = BUCKET_MS) -> StoreWatch:
@@ -225,10 +224,9 @@ class StoreWatch:
                 firing=self.alerter.fingerprint is not None,
             )
         )
-        hour = ts // HOUR_MS
-        if hour != self.health_hour and (ts + self.sales.bucket_ms) % HOUR_MS == 0:
-            self.health_hour = hour
-            record = self.health.record(self.store_id, self.merchant_id, ts + self.sales.bucket_ms, self.repurchase)
+        end = ts + self.sales.bucket_ms
+        if end % HOUR_MS == 0:  # the hour's last bucket (buckets close in order, once each)
+            record = self.health.record(self.store_id, self.merchant_id, end, self.repurchase)
             if record is not None:
                 out.append(record)
         return out

@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from connectors.privacy import is_randomized
 from storepulse.lab_data import LAB_TZ, LabFolder, folds_by_day, local_day, scores, window_of
 
 BASELINE_FLOOR = -70
@@ -146,22 +147,23 @@ def fit(
 ) -> dict[str, Any]:
     """Per sensor, the floor (of ``FLOORS``) and calibration with the least squared error on
     the windows of ``days`` (all, if None); ``features`` by floor."""
-    from connectors.catalog import PeopleCalibration
-    from flows.people import RECOMMENDED, fit_calibration
+    from flows.people import RECOMMENDED, estimate, fit_calibration
 
     out: dict[str, Any] = {}
     for sensor in sorted({s for s, _ in truth}):
+        keys = [k for k in truth if k[0] == sensor and (days is None or local_day(k[1]) in days)]
+        y = [truth[k] for k in keys]
         best: tuple[float, Any] | None = None
         for floor, by_window in features.items():
-            keys = [k for k in truth if k[0] == sensor and (days is None or local_day(k[1]) in days)]
-            x = np.array([[by_window.get(k, {}).get(f, 0.0) for f in RECOMMENDED] for k in keys])
-            y = np.array([truth[k] for k in keys])
-            cal = fit_calibration(x, y, RECOMMENDED)
-            pred = np.maximum(0.0, cal.intercept + np.log1p(x) @ np.array([cal.coef[f] for f in RECOMMENDED]))
-            sse = float(((pred - y) ** 2).sum())
+            rows = [{f: by_window.get(k, {}).get(f, 0.0) for f in RECOMMENDED} for k in keys]
+            fitted = fit_calibration(np.array([[r[f] for f in RECOMMENDED] for r in rows]), np.array(y), RECOMMENDED,
+                                     floor=floor)  # fmt: skip
+            cal = msgspec.structs.replace(
+                fitted, intercept=round(fitted.intercept, 4), coef={f: round(c, 4) for f, c in fitted.coef.items()}
+            )
+            sse = sum((estimate(cal, r) - t) ** 2 for r, t in zip(rows, y, strict=True))
             if best is None or sse < best[0]:
-                coef = {f: round(c, 4) for f, c in cal.coef.items()}
-                best = (sse, PeopleCalibration(floor=floor, intercept=round(cal.intercept, 4), coef=coef))
+                best = (sse, cal)
         assert best is not None
         out[sensor] = best[1]
     return out
@@ -177,7 +179,7 @@ def baseline_counts(folder: LabFolder) -> tuple[dict[Key, int], dict[Key, float]
         key = (head.sensor_id, window_of(head.ts))
         counts = heard[key]
         counts[0] += 1
-        counts[1] += bool(int(head.mac[:2] or "0", 16) & 0x02)
+        counts[1] += bool(head.mac) and is_randomized(head.mac)
         if head.rssi >= BASELINE_FLOOR:
             macs[key].add(head.mac)
     return {k: len(v) for k, v in macs.items()}, {k: r / n for k, (n, r) in heard.items()}

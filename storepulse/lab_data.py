@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 WINDOW_MS = 300_000
 LAB_TZ = "Europe/Prague"
 
@@ -99,11 +101,9 @@ def scores(predicted: dict[tuple[str, int], float], truth: dict[tuple[str, int],
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    n = len(x)
-    if n < 2:
+    """numpy's correlation, NaN (without numpy's warning) when it is undefined: fewer than
+    two points, or a constant side."""
+    a, b = np.asarray(x, float), np.asarray(y, float)
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
         return float("nan")
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
+    return float(np.corrcoef(a, b)[0, 1])

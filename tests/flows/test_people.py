@@ -15,17 +15,17 @@ import random
 import numpy as np
 import pytest
 
-from connectors.catalog import Catalog
+from connectors.catalog import Catalog, PeopleCalibration
 from connectors.records import RawBatch, RawMessage, Sighting
 from connectors.schemas import PeopleCount
 from flows.people import (
     COUNTS,
     DAY_MS,
     WINDOW_MS,
-    Calibration,
     Params,
     PeopleWindow,
     SensorPeople,
+    estimate,
     fit_calibration,
 )
 from flows.testing import run_reads
@@ -256,17 +256,17 @@ def test_sightings_of_a_closed_window_are_late_counted_and_dropped() -> None:
 
 
 def test_calibration_estimate_is_the_clipped_log1p_sum() -> None:
-    cal = Calibration(1.0, {"macs": 2.0, "chains": 0.5})
+    cal = PeopleCalibration(intercept=1.0, coef={"macs": 2.0, "chains": 0.5})
     # 1 + 2 ln(1 + 3) + 0.5 ln(1 + 1) = 1 + 2.7725887222 + 0.3465735903 = 4.1191623125;
     # features without a coefficient do not count
-    assert cal.estimate({"macs": 3, "chains": 1, "stable": 50}) == pytest.approx(4.1191623125)
+    assert estimate(cal, {"macs": 3, "chains": 1, "stable": 50}) == pytest.approx(4.1191623125)
     # -3 + ln(1 + 3) = -1.61: clipped to 0
-    assert Calibration(-3.0, {"macs": 1.0}).estimate({"macs": 3}) == 0.0
-    assert Calibration(0.25, {}).estimate({}) == 0.25
+    assert estimate(PeopleCalibration(intercept=-3.0, coef={"macs": 1.0}), {"macs": 3}) == 0.0
+    assert estimate(PeopleCalibration(intercept=0.25), {}) == 0.25
 
 
 def test_a_window_carries_its_sensors_calibration() -> None:
-    sp = SensorPeople(Params(floor=-70), Calibration(1.0, {"macs": 2.0}))
+    sp = SensorPeople(Params(floor=-70), PeopleCalibration(floor=-70, intercept=1.0, coef={"macs": 2.0}))
     feed(sp, [stable(T0 + 1_000 + d, d, -50) for d in (1, 2, 3)])
     [w] = sp.close(1 << 62)
     # 3 stable MACs: 1 + 2 ln 4 = 3.7725887
@@ -343,7 +343,8 @@ def _run(sp: SensorPeople, batches: list[list[Row]]) -> list[PeopleWindow]:
 
 def test_a_counter_pickled_mid_stream_resumes_with_the_same_windows() -> None:
     batches = _stream(11)
-    params, cal = Params(floor=-70, present_windows=6), Calibration(0.1, {"chains_p_s2": 1.0, "stable_np": 0.5})
+    params = Params(floor=-70, present_windows=6)
+    cal = PeopleCalibration(floor=-70, intercept=0.1, coef={"chains_p_s2": 1.0, "stable_np": 0.5})
     whole_sp = SensorPeople(params, cal)
     whole = _run(whole_sp, batches) + whole_sp.close(1 << 62)
     half = len(batches) // 2
